@@ -1,0 +1,18 @@
+//! Deterministic OCI layers: a reproducible tar of one or more directory trees, compressed with gzip or
+//! zstd, with its digests computed while it is written; and a planner that groups many small items into a
+//! bounded number of layers.
+//!
+//! This crate knows nothing of conda or registries. The same inputs always give the same bytes: entries
+//! are sorted, mtimes are fixed by the caller, owners are root with no user names, and modes and symlinks
+//! are kept.
+#![deny(missing_docs)]
+
+mod compress;
+mod digest;
+mod pack;
+mod plan;
+
+pub use compress::Compression;
+pub use digest::{Digest, DigestParseError, HashingWriter};
+pub use pack::{pack_to_file, EntryKind, Layer, PackError, PackOptions, Source, TarEntry, collect_entries, write_tar};
+pub use plan::{plan_layers, PlanItem};

@@ -1,0 +1,670 @@
+//! The pipeline: spec → solve → fetch → install → layer → image, joined in one function, [`build`].
+
+use crate::fetch::PackageStore;
+use crate::image::{self, BaseImage, ImageSettings, NewLayer};
+use crate::install::{install_package, InstallTarget, PackageFacts};
+use crate::layer::{group_key, package_key, CachedLayer, LayerCache, LayerParams};
+use crate::reporter::{Reporter, Stage};
+use crate::solve::{self, SolveInput, Solved};
+use crate::spec::EnvSpec;
+use envlayer_layers::{pack_to_file, plan_layers, Compression, Digest, PackOptions, PlanItem, Source};
+use futures::StreamExt;
+use rattler_conda_types::{RepoDataRecord, Subdir};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The image a build goes on top of.
+#[derive(Debug, Clone)]
+pub struct BaseRef {
+    /// An OCI image layout directory.
+    pub layout: PathBuf,
+    /// The image's tag in it, if it holds more than one.
+    pub tag: Option<String>,
+}
+
+/// Everything a build needs to know. The CLI fills it in; the library reads no environment variable and
+/// no clock of its own.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The `environment.yaml`.
+    pub env_file: PathBuf,
+    /// The environment's path in the image (default `/opt/conda/envs/<name>`).
+    pub prefix: Option<String>,
+    /// The image's platform.
+    pub platform: Subdir,
+    /// Virtual packages given by the user (`__glibc=2.36`), over the defaults.
+    pub virtual_packages: Vec<String>,
+    /// The base image.
+    pub base: Option<BaseRef>,
+    /// The OCI layout directory to write.
+    pub output: PathBuf,
+    /// The tag of the image in the layout.
+    pub tag: String,
+    /// The package, layer and repodata cache.
+    pub cache_dir: PathBuf,
+    /// Layer compression.
+    pub compression: Compression,
+    /// The most layers the image may have, base included.
+    pub max_layers: usize,
+    /// A lock file to install from instead of solving.
+    pub lock: Option<PathBuf>,
+    /// SOURCE_DATE_EPOCH: the image's creation time, when reproducible manifests are wanted.
+    pub source_date_epoch: Option<i64>,
+    /// The time of the build (goes in the manifest's annotations when no SOURCE_DATE_EPOCH is given).
+    pub now: jiff::Timestamp,
+    /// How many layers are built at once.
+    pub jobs: usize,
+}
+
+impl BuildOptions {
+    /// Options with the documented defaults for `env_file`.
+    pub fn new(env_file: impl Into<PathBuf>, output: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            env_file: env_file.into(),
+            prefix: None,
+            platform: Subdir::Linux64,
+            virtual_packages: Vec::new(),
+            base: None,
+            output: output.into(),
+            tag: "latest".into(),
+            cache_dir: cache_dir.into(),
+            compression: Compression::GZIP_DEFAULT,
+            max_layers: DEFAULT_MAX_LAYERS,
+            lock: None,
+            source_date_epoch: None,
+            now: jiff::Timestamp::now(),
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+
+    /// The lock file written beside the output: `<output>.lock`.
+    pub fn lock_output(&self) -> PathBuf {
+        let mut name = self.output.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        self.output.with_file_name(name)
+    }
+}
+
+/// The default `--max-layers`: well under Docker's 125 and containers-storage's 128, leaving room for
+/// images built on top.
+pub const DEFAULT_MAX_LAYERS: usize = 100;
+
+/// What a build did, for people (`--json`) and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildSummary {
+    /// The environment's name.
+    pub name: String,
+    /// Its prefix in the image.
+    pub prefix: String,
+    /// The platform.
+    pub platform: String,
+    /// The OCI layout written.
+    pub output: PathBuf,
+    /// The image's tag in the layout.
+    pub tag: String,
+    /// The lock file written beside it.
+    pub lock: PathBuf,
+    /// The manifest's digest.
+    pub manifest_digest: String,
+    /// The config's digest.
+    pub config_digest: String,
+    /// The hash of the build's inputs.
+    pub inputs_hash: String,
+    /// Whether a solve ran (false when installing from `--lock`).
+    pub solved: bool,
+    /// The packages, in install order.
+    pub packages: Vec<PackageSummary>,
+    /// The image's layers, bottom first.
+    pub layers: Vec<LayerSummary>,
+    /// Groups of packages that share a layer (when `--max-layers` forced grouping).
+    pub shared_layers: Vec<Vec<String>>,
+    /// How much work was done rather than taken from the cache.
+    pub work: Work,
+    /// Milliseconds per stage.
+    pub timings_ms: BTreeMap<String, u64>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
+/// One package of the summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PackageSummary {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Build string.
+    pub build: String,
+    /// Archive file name.
+    pub file_name: String,
+    /// The archive's sha256.
+    pub sha256: Option<String>,
+    /// The index of its layer in [`BuildSummary::layers`].
+    pub layer: usize,
+}
+
+/// One layer of the summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerSummary {
+    /// Blob digest.
+    pub digest: String,
+    /// Uncompressed digest.
+    pub diff_id: Option<String>,
+    /// Compressed size.
+    pub size: u64,
+    /// Media type.
+    pub media_type: String,
+    /// What it holds: `base`, `environment`, or package names.
+    pub packages: Vec<String>,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// Work counters: a warm rebuild has zeros everywhere but `cached_layers`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Work {
+    /// Archives downloaded.
+    pub downloaded: usize,
+    /// Packages installed into a stage.
+    pub installed: usize,
+    /// Layers packed and compressed.
+    pub compressed: usize,
+    /// Layers taken from the cache.
+    pub cached_layers: usize,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The environment file.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// Channels, solving, the lock file.
+    #[error(transparent)]
+    Solve(#[from] crate::solve::SolveError),
+    /// Fetching a package.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    /// Installing a package.
+    #[error(transparent)]
+    Install(#[from] crate::install::InstallError),
+    /// Packing a layer.
+    #[error("cannot pack the layer of {packages}")]
+    Pack {
+        /// The packages of the layer.
+        packages: String,
+        /// The cause.
+        #[source]
+        source: envlayer_layers::PackError,
+    },
+    /// The layer cache.
+    #[error(transparent)]
+    Cache(#[from] crate::layer::CacheError),
+    /// Reading the base or writing the image.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// The options do not make sense together.
+    #[error("{0}")]
+    Options(String),
+    /// An I/O error on the output.
+    #[error("{path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io { path: path.to_path_buf(), source }
+}
+
+/// `("linux", "amd64", None)` and so on: the OCI platform of a conda subdir.
+pub fn oci_platform(platform: Subdir) -> Result<(String, String, Option<String>), BuildError> {
+    let (arch, variant) = match platform.as_str() {
+        "linux-64" => ("amd64", None),
+        "linux-aarch64" => ("arm64", Some("v8")),
+        "linux-ppc64le" => ("ppc64le", None),
+        "linux-s390x" => ("s390x", None),
+        "linux-armv7l" => ("arm", Some("v7")),
+        other => return Err(BuildError::Options(format!("platform {other}: envlayer builds Linux images only"))),
+    };
+    Ok(("linux".into(), arch.into(), variant.map(String::from)))
+}
+
+fn dist_name(r: &RepoDataRecord) -> String {
+    format!("{}-{}-{}", r.package_record.name.as_normalized(), r.package_record.version, r.package_record.build)
+}
+
+fn rfc3339(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds).map(|t| t.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+struct Ctx<'a> {
+    records: &'a [RepoDataRecord],
+    keys: &'a [String],
+    store: PackageStore,
+    cache: LayerCache,
+    params: LayerParams,
+    reporter: &'a dyn Reporter,
+    downloaded: AtomicUsize,
+    installed: AtomicUsize,
+    compressed: AtomicUsize,
+    cached: AtomicUsize,
+    warnings: Mutex<Vec<String>>,
+}
+
+struct Built {
+    cached: CachedLayer,
+    from_cache: bool,
+    facts: Vec<PackageFacts>,
+}
+
+impl Ctx<'_> {
+    async fn layer_for(&self, members: &[usize]) -> Result<Built, BuildError> {
+        let member_keys: Vec<String> = members.iter().map(|&i| self.keys[i].clone()).collect();
+        let key = group_key(&member_keys);
+        let names: Vec<String> = members.iter().map(|&i| dist_name(&self.records[i])).collect();
+        if let Some(cached) = self.cache.get(&key) {
+            let facts: Option<Vec<PackageFacts>> = member_keys.iter().map(|k| self.cache.facts(k)).collect();
+            if let Some(facts) = facts {
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                for n in &names {
+                    self.reporter.advance(Stage::Fetch, n);
+                    self.reporter.advance(Stage::Install, n);
+                }
+                self.reporter.advance(Stage::Pack, &names.join(", "));
+                return Ok(Built { cached, from_cache: true, facts });
+            }
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("stage-")
+            .tempdir_in(self.cache.tmp_dir()?)
+            .map_err(io_err(Path::new(&self.params.target.prefix)))?;
+        let mut sources = Vec::new();
+        let mut facts = Vec::new();
+        for (n, &i) in members.iter().enumerate() {
+            let record = &self.records[i];
+            let fetched = self.store.fetch(record).await?;
+            if fetched.downloaded {
+                self.downloaded.fetch_add(1, Ordering::Relaxed);
+            }
+            self.reporter.advance(Stage::Fetch, &names[n]);
+            let stage = tmp.path().join(n.to_string());
+            let f = install_package(&fetched.extracted, record, &self.params.target, &stage).await?;
+            self.installed.fetch_add(1, Ordering::Relaxed);
+            self.reporter.advance(Stage::Install, &names[n]);
+            self.cache.put_facts(&self.keys[i], &f)?;
+            facts.push(f);
+            sources.push(Source { root: stage, dest: self.params.target.prefix.trim_start_matches('/').to_string() });
+        }
+        let blob = tmp.path().join("layer.blob");
+        let (opts, compression, b) = (
+            PackOptions { mtime: self.params.mtime, threads: 2 },
+            self.params.compression,
+            blob.clone(),
+        );
+        let (layer, clobbered) = tokio::task::spawn_blocking(move || pack_to_file(&sources, &opts, compression, &b))
+            .await
+            .map_err(|e| BuildError::Options(format!("packing task failed: {e}")))?
+            .map_err(|source| BuildError::Pack { packages: names.join(", "), source })?;
+        if !clobbered.is_empty() {
+            self.warnings.lock().map(|mut w| {
+                w.push(format!("in the layer of {}: later packages overwrite {}", names.join(", "), clobbered.join(", ")))
+            }).ok();
+        }
+        self.compressed.fetch_add(1, Ordering::Relaxed);
+        self.reporter.advance(Stage::Pack, &names.join(", "));
+        let cached = CachedLayer { layer, packages: names, clobbered };
+        self.cache.put(&key, &cached, &blob)?;
+        Ok(Built { cached, from_cache: false, facts })
+    }
+}
+
+/// Builds the environment described by `opts` into an OCI image layout. On any error nothing is left at
+/// the output path (an earlier image there stays as it was).
+pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, BuildError> {
+    let mut timings = BTreeMap::new();
+    let t0 = Instant::now();
+    let spec = EnvSpec::from_path(&opts.env_file)?;
+    let prefix = opts.prefix.clone().unwrap_or_else(|| format!("/opt/conda/envs/{}", spec.name));
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') || prefix.contains("/../") || prefix.contains("//") {
+        return Err(BuildError::Options(format!("--prefix {prefix:?} must be an absolute path like /opt/conda/envs/NAME")));
+    }
+    let os_arch = oci_platform(opts.platform)?;
+    if opts.output.exists() && !opts.output.join("oci-layout").is_file() {
+        return Err(BuildError::Options(format!(
+            "output {} exists and is not an OCI layout; refusing to replace it",
+            opts.output.display()
+        )));
+    }
+    let channels = solve::resolve_channels(&spec.channels, &spec.root_dir)?;
+    let virtual_packages =
+        solve::override_virtual_packages(solve::default_virtual_packages(opts.platform), &opts.virtual_packages)?;
+    let base = match &opts.base {
+        Some(b) => Some(image::read_oci_layout(&b.layout, b.tag.as_deref())?),
+        None => None,
+    };
+    let base_layers = base.as_ref().map_or(0, |b: &BaseImage| b.layers.len());
+    if opts.max_layers < base_layers + 2 {
+        return Err(BuildError::Options(format!(
+            "--max-layers {} leaves no room: the base has {base_layers} layers, and the environment needs at least 2",
+            opts.max_layers
+        )));
+    }
+
+    reporter.start(Stage::Solve, 0);
+    let solved: Solved = match &opts.lock {
+        Some(lock) => solve::read_lock(lock, opts.platform)?,
+        None => {
+            solve::solve(&SolveInput {
+                channels: channels.clone(),
+                specs: spec.specs.clone(),
+                platform: opts.platform,
+                virtual_packages: virtual_packages.clone(),
+                cache_dir: opts.cache_dir.clone(),
+            })
+            .await?
+        }
+    };
+    reporter.finish(Stage::Solve);
+    timings.insert("solve".to_string(), t0.elapsed().as_millis() as u64);
+    let records = solved.records;
+
+    let python = records
+        .iter()
+        .find(|r| r.package_record.name.as_normalized() == "python")
+        .map(|r| rattler::install::PythonInfo::from_python_record(&r.package_record, opts.platform))
+        .transpose()
+        .map_err(|e| BuildError::Options(format!("the environment's python: {e}")))?;
+    if python.is_none() {
+        if let Some(r) = records.iter().find(|r| r.package_record.noarch.is_python()) {
+            return Err(BuildError::Options(format!(
+                "{} is a noarch: python package but the environment has no python",
+                dist_name(r)
+            )));
+        }
+    }
+    let params = LayerParams {
+        target: InstallTarget { prefix: prefix.clone(), platform: opts.platform, python },
+        compression: opts.compression,
+        mtime: PackOptions::default().mtime,
+    };
+    let keys: Vec<String> = records.iter().map(|r| package_key(r, &params)).collect();
+
+    // Plan: one layer per package unless the budget forces sharing.
+    let budget = opts.max_layers - base_layers - 1;
+    let items: Vec<PlanItem> = records
+        .iter()
+        .map(|r| PlanItem { key: r.package_record.name.as_normalized().to_string(), size: r.package_record.size.unwrap_or(0) })
+        .collect();
+    let plan = plan_layers(&items, budget);
+
+    let t1 = Instant::now();
+    let ctx = Ctx {
+        records: &records,
+        keys: &keys,
+        store: PackageStore::new(opts.cache_dir.clone()),
+        cache: LayerCache::new(opts.cache_dir.clone()),
+        params,
+        reporter,
+        downloaded: AtomicUsize::new(0),
+        installed: AtomicUsize::new(0),
+        compressed: AtomicUsize::new(0),
+        cached: AtomicUsize::new(0),
+        warnings: Mutex::new(Vec::new()),
+    };
+    reporter.start(Stage::Fetch, records.len() as u64);
+    reporter.start(Stage::Install, records.len() as u64);
+    reporter.start(Stage::Pack, plan.len() as u64 + 1);
+    let built: Vec<Built> = futures::stream::iter(plan.iter().map(|members| ctx.layer_for(members)))
+        .buffered(opts.jobs.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    reporter.finish(Stage::Fetch);
+    reporter.finish(Stage::Install);
+    timings.insert("layers".to_string(), t1.elapsed().as_millis() as u64);
+
+    // Activation: the variables the packages' activate.d scripts set, in install order.
+    let base_path = base
+        .as_ref()
+        .and_then(|b| b.config["config"]["Env"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str()?.strip_prefix("PATH=").map(String::from))
+        .next()
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), format!("{prefix}/bin:{base_path}")),
+        ("CONDA_PREFIX".into(), prefix.clone()),
+        ("CONDA_DEFAULT_ENV".into(), spec.name.clone()),
+    ];
+    let mut facts_by_pkg: Vec<&PackageFacts> = Vec::new();
+    for (members, b) in plan.iter().zip(&built) {
+        for (&i, f) in members.iter().zip(&b.facts) {
+            facts_by_pkg.push(f);
+            let _ = i;
+        }
+    }
+    let mut order: Vec<(usize, &PackageFacts)> =
+        plan.iter().flatten().copied().zip(facts_by_pkg.iter().copied()).collect();
+    order.sort_by_key(|(i, _)| *i);
+    let mut warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    for (i, facts) in &order {
+        for (k, v) in &facts.activation {
+            let value = crate::activation::expand(v, |name| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()));
+            match env.iter_mut().find(|(n, _)| n == k) {
+                Some(slot) => slot.1 = value,
+                None => env.push((k.clone(), value)),
+            }
+        }
+        for line in &facts.activation_skipped {
+            warnings.push(format!("{}: activation line not applied to the image config: {line}", dist_name(&records[*i])));
+        }
+        if !facts.link_scripts.is_empty() {
+            warnings.push(format!(
+                "{} has link scripts ({}) that did not run in the image",
+                dist_name(&records[*i]),
+                facts.link_scripts.join(", ")
+            ));
+        }
+    }
+
+    // Times: the config's `created` is SOURCE_DATE_EPOCH or the newest package's build time, so the config
+    // depends only on the inputs; the build time goes in the manifest only when no SOURCE_DATE_EPOCH is set.
+    let created_secs = opts.source_date_epoch.unwrap_or_else(|| {
+        records.iter().filter_map(|r| r.package_record.timestamp.as_ref().map(|t| t.timestamp())).max().unwrap_or(0) / 1000
+    });
+    let created = rfc3339(created_secs);
+    let manifest_created = match opts.source_date_epoch {
+        Some(s) => rfc3339(s),
+        None => opts.now.to_string(),
+    };
+
+    // The environment layer: what belongs to the environment as a whole.
+    let history = env_history(&created, &spec, &records);
+    let env_key = Digest::of(
+        &image::canonical_json(&serde_json::json!({"history": history, "prefix": prefix, "compression": opts.compression.id(), "mtime": ctx.params.mtime, "format": crate::layer::LAYER_FORMAT})),
+    )
+    .hex();
+    let env_layer = match ctx.cache.get(&env_key) {
+        Some(c) => (c, true),
+        None => {
+            let tmp = tempfile::Builder::new().prefix("env-").tempdir_in(ctx.cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
+            let root = tmp.path().join("root");
+            std::fs::create_dir_all(root.join("conda-meta")).map_err(io_err(&root))?;
+            std::fs::write(root.join("conda-meta").join("history"), &history).map_err(io_err(&root))?;
+            let blob = tmp.path().join("layer.blob");
+            let sources = [Source { root, dest: prefix.trim_start_matches('/').to_string() }];
+            let opts_pack = PackOptions { mtime: ctx.params.mtime, threads: 2 };
+            let (layer, _) = pack_to_file(&sources, &opts_pack, opts.compression, &blob)
+                .map_err(|source| BuildError::Pack { packages: "environment".into(), source })?;
+            let c = CachedLayer { layer, packages: vec![], clobbered: vec![] };
+            ctx.cache.put(&env_key, &c, &blob)?;
+            ctx.compressed.fetch_add(1, Ordering::Relaxed);
+            (c, false)
+        }
+    };
+    reporter.advance(Stage::Pack, "environment");
+    reporter.finish(Stage::Pack);
+
+    // Inputs hash: what decides the image, for naming and lookups.
+    let inputs_hash = Digest::of(&image::canonical_json(&serde_json::json!({
+        "format": crate::layer::LAYER_FORMAT,
+        "specs": spec.specs.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "channels": channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>(),
+        "platform": opts.platform.as_str(),
+        "prefix": prefix,
+        "virtual_packages": virtual_packages.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "base": base.as_ref().map(|b| b.manifest_digest.to_string()),
+        "compression": opts.compression.id(),
+        "max_layers": opts.max_layers,
+        "lock": opts.lock.as_ref().and_then(|l| std::fs::read(l).ok()).map(|b| Digest::of(&b).to_string()),
+    })))
+    .hex();
+
+    // Assemble.
+    let mut new_layers = Vec::new();
+    let mut layer_summaries: Vec<LayerSummary> = base
+        .as_ref()
+        .map(|b| {
+            b.layers
+                .iter()
+                .map(|l| LayerSummary {
+                    digest: l.digest.to_string(),
+                    diff_id: None,
+                    size: l.descriptor["size"].as_u64().unwrap_or(0),
+                    media_type: l.descriptor["mediaType"].as_str().unwrap_or_default().to_string(),
+                    packages: vec!["base".into()],
+                    cached: true,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut packages = vec![None; records.len()];
+    let mut shared = Vec::new();
+    for (members, b) in plan.iter().zip(&built) {
+        let idx = layer_summaries.len();
+        for &i in members {
+            let r = &records[i];
+            packages[i] = Some(PackageSummary {
+                name: r.package_record.name.as_normalized().to_string(),
+                version: r.package_record.version.to_string(),
+                build: r.package_record.build.to_string(),
+                file_name: r.identifier.to_file_name(),
+                sha256: r.package_record.sha256.map(|h| crate::fetch::hex(&h)),
+                layer: idx,
+            });
+        }
+        if members.len() > 1 {
+            shared.push(b.cached.packages.clone());
+        }
+        new_layers.push(NewLayer {
+            layer: b.cached.layer.clone(),
+            path: ctx.cache.blob_path(&b.cached.layer.digest),
+            annotations: BTreeMap::from([(image::ANNOTATION_PACKAGES.to_string(), b.cached.packages.join(","))]),
+            created_by: format!("envlayer: {}", b.cached.packages.join(" ")),
+        });
+        layer_summaries.push(LayerSummary {
+            digest: b.cached.layer.digest.to_string(),
+            diff_id: Some(b.cached.layer.diff_id.to_string()),
+            size: b.cached.layer.size,
+            media_type: b.cached.layer.media_type().to_string(),
+            packages: b.cached.packages.clone(),
+            cached: b.from_cache,
+        });
+    }
+    new_layers.push(NewLayer {
+        layer: env_layer.0.layer.clone(),
+        path: ctx.cache.blob_path(&env_layer.0.layer.digest),
+        annotations: BTreeMap::from([(image::ANNOTATION_PACKAGES.to_string(), String::new())]),
+        created_by: format!("envlayer: environment {}", spec.name),
+    });
+    layer_summaries.push(LayerSummary {
+        digest: env_layer.0.layer.digest.to_string(),
+        diff_id: Some(env_layer.0.layer.diff_id.to_string()),
+        size: env_layer.0.layer.size,
+        media_type: env_layer.0.layer.media_type().to_string(),
+        packages: vec!["environment".into()],
+        cached: env_layer.1,
+    });
+    let labels = BTreeMap::from([
+        (image::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
+        (image::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
+        (image::LABEL_PREFIX.to_string(), prefix.clone()),
+    ]);
+    let annotations = BTreeMap::from([
+        (image::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
+        (image::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
+        ("org.opencontainers.image.created".to_string(), manifest_created),
+    ]);
+    let settings = ImageSettings { os_arch, env, labels, created, annotations };
+    let img = image::assemble(base.as_ref(), &new_layers, &settings);
+
+    // Write: into a temporary folder beside the output, then renamed into place.
+    let t2 = Instant::now();
+    reporter.start(Stage::Write, 1);
+    let parent = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = tempfile::Builder::new().prefix(".envlayer-out-").tempdir_in(parent).map_err(io_err(parent))?;
+    let layout = tmp.path().join("layout");
+    image::write_oci_layout(&img, &layout, &opts.tag)?;
+    let lock_out = opts.lock_output();
+    let lock_tmp = tmp.path().join("lock");
+    solve::write_lock(&Solved { records: records.clone() }, &channels, opts.platform, &lock_tmp)?;
+    if opts.output.exists() {
+        std::fs::remove_dir_all(&opts.output).map_err(io_err(&opts.output))?;
+    }
+    std::fs::rename(&layout, &opts.output).map_err(io_err(&opts.output))?;
+    std::fs::rename(&lock_tmp, &lock_out).map_err(io_err(&lock_out))?;
+    reporter.finish(Stage::Write);
+    timings.insert("write".to_string(), t2.elapsed().as_millis() as u64);
+    timings.insert("total".to_string(), t0.elapsed().as_millis() as u64);
+    for w in &warnings {
+        reporter.warn(w);
+    }
+
+    Ok(BuildSummary {
+        name: spec.name,
+        prefix,
+        platform: opts.platform.to_string(),
+        output: opts.output.clone(),
+        tag: opts.tag.clone(),
+        lock: lock_out,
+        manifest_digest: img.digest().to_string(),
+        config_digest: img.config_digest().to_string(),
+        inputs_hash,
+        solved: opts.lock.is_none(),
+        packages: packages.into_iter().flatten().collect(),
+        layers: layer_summaries,
+        shared_layers: shared,
+        work: Work {
+            downloaded: ctx.downloaded.load(Ordering::Relaxed),
+            installed: ctx.installed.load(Ordering::Relaxed),
+            compressed: ctx.compressed.load(Ordering::Relaxed),
+            cached_layers: ctx.cached.load(Ordering::Relaxed) + usize::from(env_layer.1),
+        },
+        timings_ms: timings,
+        warnings,
+    })
+}
+
+/// `conda-meta/history` in conda's format, with the build's creation time (never the wall clock).
+fn env_history(created: &str, spec: &EnvSpec, records: &[RepoDataRecord]) -> String {
+    let when = created.replace('T', " ").trim_end_matches('Z').to_string();
+    let mut s = format!("==> {when} <==\n# cmd: envlayer build {}\n# envlayer version: {}\n", spec.name, env!("CARGO_PKG_VERSION"));
+    for r in records {
+        let channel = r.channel.clone().unwrap_or_default();
+        s.push_str(&format!("+{channel}::{}\n", dist_name(r)));
+    }
+    let specs: Vec<String> = spec.specs.iter().map(|s| format!("{:?}", s.to_string())).collect();
+    s.push_str(&format!("# update specs: [{}]\n", specs.join(", ")));
+    s
+}

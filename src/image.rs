@@ -1,0 +1,291 @@
+//! Stage 6, image: layers and a config assembled into an OCI image (manifest + config), read from and
+//! written to OCI image layout directories. JSON is canonical (sorted keys, no spaces) so digests are
+//! stable.
+
+use crate::layer::{copy_verified, CacheError};
+use envlayer_layers::{Digest, Layer};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Annotation on each layer naming the packages it holds.
+pub const ANNOTATION_PACKAGES: &str = "io.envlayer.packages";
+/// Manifest annotation and config label with the environment's name.
+pub const ANNOTATION_ENV_NAME: &str = "io.envlayer.env.name";
+/// Manifest annotation and config label with the hash of the build's inputs.
+pub const ANNOTATION_INPUTS: &str = "io.envlayer.env.inputs";
+/// Config label with the environment's prefix.
+pub const LABEL_PREFIX: &str = "io.envlayer.env.prefix";
+
+/// Serializes `value` with object keys sorted at every level, so equal values give equal bytes whatever
+/// order their maps were filled in.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    fn sort(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sort(v))).collect();
+                Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect::<Map<_, _>>())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_vec(&sort(value)).unwrap_or_default()
+}
+
+/// A blob of an image: its descriptor and where its bytes are.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Media type, digest, size, annotations.
+    pub descriptor: Value,
+    /// The bytes on disk.
+    pub path: PathBuf,
+    /// Their digest.
+    pub digest: Digest,
+}
+
+/// A base image read from an OCI layout.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    /// Its config, kept whole.
+    pub config: Value,
+    /// Its layers, bottom first.
+    pub layers: Vec<Blob>,
+    /// Its manifest's digest.
+    pub manifest_digest: Digest,
+}
+
+/// Why an image could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file of the layout could not be read or written.
+    #[error("{path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The layout is not a valid OCI image layout, or has no such image.
+    #[error("OCI layout {path}: {reason}")]
+    Layout {
+        /// The layout.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A blob failed its digest check.
+    #[error(transparent)]
+    Blob(#[from] CacheError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io { path: path.to_path_buf(), source }
+}
+
+/// Reads the image named `reference` (its `org.opencontainers.image.ref.name`), or the only image, from
+/// the OCI layout at `dir`.
+pub fn read_oci_layout(dir: &Path, reference: Option<&str>) -> Result<BaseImage, ImageError> {
+    let bad = |reason: String| ImageError::Layout { path: dir.to_path_buf(), reason };
+    let index_path = dir.join("index.json");
+    let index = ImageIndex::from_file(&index_path).map_err(|e| bad(format!("index.json: {e}")))?;
+    let manifests = index.manifests();
+    let chosen = match reference {
+        Some(r) => manifests
+            .iter()
+            .find(|m| {
+                m.annotations().as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).map(String::as_str)
+                    == Some(r)
+            })
+            .ok_or_else(|| bad(format!("no image tagged {r:?}")))?,
+        None if manifests.len() == 1 => &manifests[0],
+        None => return Err(bad(format!("holds {} images: name one as PATH:TAG", manifests.len()))),
+    };
+    if chosen.media_type() != &MediaType::ImageManifest {
+        return Err(bad(format!("{} is a {}, not an image manifest", chosen.digest(), chosen.media_type())));
+    }
+    let blob = |d: &str| -> Result<(PathBuf, Digest), ImageError> {
+        let digest: Digest = d.parse().map_err(|_| bad(format!("unsupported digest {d}")))?;
+        Ok((dir.join("blobs").join("sha256").join(digest.hex()), digest))
+    };
+    let (manifest_path, manifest_digest) = blob(&chosen.digest().to_string())?;
+    let manifest = ImageManifest::from_file(&manifest_path).map_err(|e| bad(format!("manifest: {e}")))?;
+    let (config_path, config_digest) = blob(&manifest.config().digest().to_string())?;
+    let config_bytes = std::fs::read(&config_path).map_err(io_err(&config_path))?;
+    if Digest::of(&config_bytes) != config_digest {
+        return Err(bad(format!("config blob {config_digest} does not match its digest")));
+    }
+    let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("config: {e}")))?;
+    let layers = manifest
+        .layers()
+        .iter()
+        .map(|l: &Descriptor| {
+            let (path, digest) = blob(&l.digest().to_string())?;
+            let descriptor = serde_json::to_value(l).map_err(|e| bad(e.to_string()))?;
+            Ok(Blob { descriptor, path, digest })
+        })
+        .collect::<Result<_, ImageError>>()?;
+    Ok(BaseImage { config, layers, manifest_digest })
+}
+
+/// One of envlayer's own layers, ready for an image.
+#[derive(Debug, Clone)]
+pub struct NewLayer {
+    /// Its facts.
+    pub layer: Layer,
+    /// Its blob on disk.
+    pub path: PathBuf,
+    /// Descriptor annotations (the packages it holds).
+    pub annotations: BTreeMap<String, String>,
+    /// The image history's `created_by` for it.
+    pub created_by: String,
+}
+
+/// What the image's config and manifest say beyond its layers.
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    /// `os`/`architecture` (and `variant`), e.g. `("linux", "amd64", None)`.
+    pub os_arch: (String, String, Option<String>),
+    /// Environment variables, set over the base's (in this order).
+    pub env: Vec<(String, String)>,
+    /// Labels, added to the base's.
+    pub labels: BTreeMap<String, String>,
+    /// The config's `created` (RFC 3339).
+    pub created: String,
+    /// Manifest annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An assembled image: its config and manifest bytes and the blobs they name.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The config JSON.
+    pub config: Vec<u8>,
+    /// The manifest JSON.
+    pub manifest: Vec<u8>,
+    /// Every layer blob, bottom first.
+    pub layers: Vec<Blob>,
+}
+
+impl Image {
+    /// The manifest's digest.
+    pub fn digest(&self) -> Digest {
+        Digest::of(&self.manifest)
+    }
+    /// The config's digest.
+    pub fn config_digest(&self) -> Digest {
+        Digest::of(&self.config)
+    }
+}
+
+/// Puts `layers` over `base` (if any) with the config `settings` describe.
+pub fn assemble(base: Option<&BaseImage>, layers: &[NewLayer], settings: &ImageSettings) -> Image {
+    let mut config = base.map(|b| b.config.clone()).unwrap_or_else(|| json!({}));
+    let (os, arch, variant) = &settings.os_arch;
+    config["os"] = json!(os);
+    config["architecture"] = json!(arch);
+    if let Some(v) = variant {
+        config["variant"] = json!(v);
+    }
+    config["created"] = json!(settings.created);
+    if !config["config"].is_object() {
+        config["config"] = json!({});
+    }
+    // Env: the base's, with ours set over it (same name replaced in place, new names appended).
+    let mut env: Vec<String> = config["config"]["Env"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    for (k, v) in &settings.env {
+        let item = format!("{k}={v}");
+        match env.iter_mut().find(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
+            Some(slot) => *slot = item,
+            None => env.push(item),
+        }
+    }
+    config["config"]["Env"] = json!(env);
+    let mut labels: BTreeMap<String, String> = config["config"]["Labels"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default();
+    labels.extend(settings.labels.clone());
+    config["config"]["Labels"] = json!(labels);
+    let mut diff_ids: Vec<Value> =
+        if base.is_some() { config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default() } else { vec![] };
+    let mut history: Vec<Value> = config["history"].as_array().cloned().unwrap_or_default();
+    for l in layers {
+        diff_ids.push(json!(l.layer.diff_id.to_string()));
+        history.push(json!({"created": settings.created, "created_by": l.created_by, "comment": "envlayer"}));
+    }
+    config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
+    config["history"] = json!(history);
+    let config_bytes = canonical_json(&config);
+
+    let mut blobs: Vec<Blob> = base.map(|b| b.layers.clone()).unwrap_or_default();
+    for l in layers {
+        let mut d = json!({
+            "mediaType": l.layer.media_type(),
+            "digest": l.layer.digest.to_string(),
+            "size": l.layer.size,
+        });
+        if !l.annotations.is_empty() {
+            d["annotations"] = json!(l.annotations);
+        }
+        blobs.push(Blob { descriptor: d, path: l.path.clone(), digest: l.layer.digest.clone() });
+    }
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": Digest::of(&config_bytes).to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": blobs.iter().map(|b| b.descriptor.clone()).collect::<Vec<_>>(),
+    });
+    if !settings.annotations.is_empty() {
+        manifest["annotations"] = json!(settings.annotations);
+    }
+    Image { config: config_bytes, manifest: canonical_json(&manifest), layers: blobs }
+}
+
+/// Writes `image` as a new OCI image layout at `dir` (which must not exist), tagged `tag`. Every blob's
+/// digest is checked as it is copied in.
+pub fn write_oci_layout(image: &Image, dir: &Path, tag: &str) -> Result<(), ImageError> {
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+    let write = |path: PathBuf, bytes: &[u8]| std::fs::write(&path, bytes).map_err(io_err(&path));
+    write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    for blob in &image.layers {
+        copy_verified(&blob.path, &blob.digest, &blobs.join(blob.digest.hex()))?;
+    }
+    write(blobs.join(image.config_digest().hex()), &image.config)?;
+    write(blobs.join(image.digest().hex()), &image.manifest)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.digest().to_string(),
+            "size": image.manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    write(dir.join("index.json"), &canonical_json(&index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a = json!({"b": 1, "a": {"d": [ {"z": 1, "y": 2} ], "c": null}});
+        assert_eq!(
+            String::from_utf8(canonical_json(&a)).unwrap(),
+            r#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+}

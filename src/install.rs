@@ -1,0 +1,129 @@
+//! Stage 4, install: one extracted package linked alone into its own staging folder, for the prefix the
+//! image will have (text and binary placeholders, shebangs, `noarch: python` relocation and entry points
+//! all use the target prefix), with its `conda-meta/<dist>.json` free of build-machine paths.
+
+use rattler::install::{link_package, InstallDriver, InstallOptions, PythonInfo};
+use rattler_conda_types::{prefix::Prefix, PrefixRecord, RepoDataRecord, Subdir};
+use std::path::{Path, PathBuf};
+
+/// Where and for what the packages are installed.
+#[derive(Debug, Clone)]
+pub struct InstallTarget {
+    /// The environment's path inside the image, e.g. `/opt/conda/envs/demo`.
+    pub prefix: String,
+    /// The platform of the image.
+    pub platform: Subdir,
+    /// The environment's Python, needed for `noarch: python` packages.
+    pub python: Option<PythonInfo>,
+}
+
+/// Facts learnt while installing a package that the image needs later, kept with the layer cache so a
+/// warm build does not install again to learn them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PackageFacts {
+    /// `conda-meta/<dist>.json`'s file name, for the summary.
+    pub dist: String,
+    /// How many files the package installs.
+    pub files: usize,
+    /// Environment variables set by its `etc/conda/activate.d/*.sh` scripts, in order.
+    pub activation: Vec<(String, String)>,
+    /// Activation lines that could not be understood statically (shown as warnings).
+    pub activation_skipped: Vec<String>,
+    /// Its pre-link, post-link and pre-unlink scripts (`bin/.NAME-post-link.sh` ...).
+    pub link_scripts: Vec<String>,
+    /// Every path it installs, relative to the prefix.
+    pub paths: Vec<String>,
+}
+
+/// Why a package could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// rattler refused to link it (a prefix too long for a binary placeholder, an unreadable file, ...).
+    #[error("cannot install {package} for prefix {prefix}")]
+    Link {
+        /// The package.
+        package: String,
+        /// The target prefix.
+        prefix: String,
+        /// The cause.
+        #[source]
+        source: rattler::install::InstallError,
+    },
+    /// The staging folder could not be written.
+    #[error("cannot write {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Installs one extracted package into `stage` (an empty folder) for `target`.
+pub async fn install_package(
+    extracted: &Path,
+    record: &RepoDataRecord,
+    target: &InstallTarget,
+    stage: &Path,
+) -> Result<PackageFacts, InstallError> {
+    let package = record.identifier.to_file_name();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InstallError::Io { path, source }
+    };
+    let prefix = Prefix::create(stage).map_err(io(stage))?;
+    // A fresh driver per package: its clobber registry must see this package alone.
+    let driver = InstallDriver::default();
+    let options = InstallOptions {
+        target_prefix: Some(PathBuf::from(&target.prefix)),
+        platform: Some(target.platform),
+        python_info: target.python.clone(),
+        allow_hard_links: Some(false),
+        allow_ref_links: Some(false),
+        allow_symbolic_links: Some(true),
+        ..InstallOptions::default()
+    };
+    let paths = link_package(extracted, &prefix, &driver, options).await.map_err(|source| InstallError::Link {
+        package: package.clone(),
+        prefix: target.prefix.clone(),
+        source,
+    })?;
+    let rel_paths: Vec<String> = paths.iter().map(|p| p.relative_path.to_string_lossy().into_owned()).collect();
+    let link_scripts = rel_paths
+        .iter()
+        .filter(|p| {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            (p.starts_with("bin/.") || p.starts_with("Scripts/."))
+                && ["-pre-link.", "-post-link.", "-pre-unlink."].iter().any(|k| name.contains(k))
+        })
+        .cloned()
+        .collect();
+    let mut activation = Vec::new();
+    let mut activation_skipped = Vec::new();
+    let mut scripts: Vec<&String> =
+        rel_paths.iter().filter(|p| p.starts_with("etc/conda/activate.d/") && p.ends_with(".sh")).collect();
+    scripts.sort();
+    for script in scripts {
+        let text = std::fs::read_to_string(stage.join(script)).map_err(io(&stage.join(script)))?;
+        let (vars, skipped) = crate::activation::parse_exports(&text);
+        activation.extend(vars);
+        activation_skipped.extend(skipped.into_iter().map(|l| format!("{script}: {l}")));
+    }
+
+    // conda-meta: the record and its files, with no path of this machine in it.
+    let mut prefix_record = PrefixRecord::from_repodata_record(record.clone(), paths);
+    prefix_record.package_tarball_full_path = None;
+    prefix_record.extracted_package_dir = None;
+    prefix_record.link = None;
+    let dist = format!(
+        "{}-{}-{}.json",
+        record.package_record.name.as_normalized(),
+        record.package_record.version,
+        record.package_record.build
+    );
+    let meta = stage.join("conda-meta").join(&dist);
+    std::fs::create_dir_all(stage.join("conda-meta")).map_err(io(stage))?;
+    prefix_record.write_to_path(&meta, true).map_err(io(&meta))?;
+    Ok(PackageFacts { dist, files: rel_paths.len(), activation, activation_skipped, link_scripts, paths: rel_paths })
+}

@@ -1,0 +1,188 @@
+//! Stage 5, layer: installed packages packed as layers, cached by a key made only of what decides their
+//! bytes, so a cached layer is never rebuilt.
+//!
+//! Cache layout under the cache dir: `layers/<key>.json` (the layer's facts), `facts/<key>.json` (what
+//! installing a package taught us), `blobs/sha256/<hex>` (the compressed layer). All written to a
+//! temporary name and renamed into place.
+
+use crate::install::{InstallTarget, PackageFacts};
+use envlayer_layers::{Compression, Digest, Layer};
+use rattler_conda_types::RepoDataRecord;
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever envlayer changes how it lays out a package's files, so old cache entries are not used.
+pub const LAYER_FORMAT: u32 = 1;
+
+/// What decides a layer's bytes besides the package itself.
+#[derive(Debug, Clone)]
+pub struct LayerParams {
+    /// The install target (prefix, platform, python).
+    pub target: InstallTarget,
+    /// The compression.
+    pub compression: Compression,
+    /// The mtime of every tar entry.
+    pub mtime: u64,
+}
+
+/// The cache key of one package's layer: a digest of the package's repodata record (its sha256, name,
+/// version, channel and url all end up in `conda-meta`), the target prefix and platform, the Python
+/// minor version for `noarch: python`, the compression and the tar settings.
+pub fn package_key(record: &RepoDataRecord, params: &LayerParams) -> String {
+    let python = if record.package_record.noarch.is_python() {
+        params.target.python.as_ref().map(|p| format!("{}.{}", p.short_version.0, p.short_version.1))
+    } else {
+        None
+    };
+    let input = serde_json::json!({
+        "format": LAYER_FORMAT,
+        "record": serde_json::to_value(record).unwrap_or_default(),
+        "prefix": params.target.prefix,
+        "platform": params.target.platform.as_str(),
+        "python": python,
+        "compression": params.compression.id(),
+        "mtime": params.mtime,
+    });
+    Digest::of(&crate::image::canonical_json(&input)).hex()
+}
+
+/// The cache key of a layer holding several packages (in this order).
+pub fn group_key(member_keys: &[String]) -> String {
+    if let [only] = member_keys {
+        return only.clone();
+    }
+    Digest::of(format!("group:{}", member_keys.join(",")).as_bytes()).hex()
+}
+
+/// A layer in the cache: its facts and the packages in it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedLayer {
+    /// Digests, sizes, compression.
+    pub layer: Layer,
+    /// The packages it holds (`name-version-build`), in install order.
+    pub packages: Vec<String>,
+    /// Paths that one of its packages overwrote in another (conda's clobbering), relative to `/`.
+    #[serde(default)]
+    pub clobbered: Vec<String>,
+}
+
+/// Why the layer cache failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Reading or writing the cache failed.
+    #[error("layer cache {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cached blob's content does not match its digest.
+    #[error("cached blob {path} is corrupt: expected {expected}, found {actual}")]
+    Corrupt {
+        /// The blob.
+        path: PathBuf,
+        /// Its name.
+        expected: Digest,
+        /// Its content's digest.
+        actual: Digest,
+    },
+}
+
+/// The on-disk layer and facts cache.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    root: PathBuf,
+}
+
+impl LayerCache {
+    /// A cache under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// A folder for temporary files on the same file system as the cache.
+    pub fn tmp_dir(&self) -> Result<PathBuf, CacheError> {
+        let dir = self.root.join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|source| CacheError::Io { path: dir.clone(), source })?;
+        Ok(dir)
+    }
+
+    /// Where the blob with this digest lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
+    }
+
+    /// The cached layer for `key`, if its entry and blob are both present with the right size.
+    pub fn get(&self, key: &str) -> Option<CachedLayer> {
+        let text = std::fs::read(self.root.join("layers").join(format!("{key}.json"))).ok()?;
+        let cached: CachedLayer = serde_json::from_slice(&text).ok()?;
+        let len = std::fs::metadata(self.blob_path(&cached.layer.digest)).ok()?.len();
+        (len == cached.layer.size).then_some(cached)
+    }
+
+    /// Stores a packed layer whose blob was written to `blob` (a temporary file in [`Self::tmp_dir`]).
+    pub fn put(&self, key: &str, cached: &CachedLayer, blob: &Path) -> Result<(), CacheError> {
+        let dest = self.blob_path(&cached.layer.digest);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Io { path, source }
+        };
+        std::fs::create_dir_all(dest.parent().unwrap_or(&self.root)).map_err(io(&dest))?;
+        std::fs::rename(blob, &dest).map_err(io(&dest))?;
+        self.write_json(&self.root.join("layers").join(format!("{key}.json")), cached)
+    }
+
+    /// What installing the package with this key taught us, if it was installed before.
+    pub fn facts(&self, key: &str) -> Option<PackageFacts> {
+        let text = std::fs::read(self.root.join("facts").join(format!("{key}.json"))).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Remembers a package's facts.
+    pub fn put_facts(&self, key: &str, facts: &PackageFacts) -> Result<(), CacheError> {
+        self.write_json(&self.root.join("facts").join(format!("{key}.json")), facts)
+    }
+
+    fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<(), CacheError> {
+        let io = |source| CacheError::Io { path: path.to_path_buf(), source };
+        std::fs::create_dir_all(path.parent().unwrap_or(&self.root)).map_err(io)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir()?).map_err(io)?;
+        serde_json::to_writer(&mut tmp, value).map_err(|e| io(e.into()))?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// Copies (or hard-links) a cached blob to `dest`, checking its digest first: a corrupt entry is
+    /// removed and reported, never used.
+    pub fn export_blob(&self, digest: &Digest, dest: &Path) -> Result<(), CacheError> {
+        let src = self.blob_path(digest);
+        copy_verified(&src, digest, dest).inspect_err(|e| {
+            if matches!(e, CacheError::Corrupt { .. }) {
+                let _ = std::fs::remove_file(&src);
+            }
+        })
+    }
+}
+
+/// Copies `src` to `dest` (hard link when possible) after checking that its content has `digest`.
+pub fn copy_verified(src: &Path, digest: &Digest, dest: &Path) -> Result<(), CacheError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CacheError::Io { path, source }
+    };
+    let mut file = std::fs::File::open(src).map_err(io(src))?;
+    let mut w = envlayer_layers::HashingWriter::new(std::io::sink());
+    std::io::copy(&mut file, &mut w).map_err(io(src))?;
+    let (_, actual, _) = w.finish();
+    if &actual != digest {
+        return Err(CacheError::Corrupt { path: src.to_path_buf(), expected: digest.clone(), actual });
+    }
+    if dest.exists() {
+        return Ok(());
+    }
+    if std::fs::hard_link(src, dest).is_err() {
+        std::fs::copy(src, dest).map_err(io(dest))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! envlayer turns a conda environment into an OCI image with one content-addressed layer per package.
+//!
+//! Data flows one way through named stages, one module each:
+//! [`spec`] → [`solve`] → [`fetch`] → [`install`] → [`layer`] → [`image`], joined by [`build::build`].
+//! Tar, compression, digests and layer planning live in the `envlayer-layers` crate.
+#![deny(missing_docs)]
+
+pub mod activation;
+pub mod build;
+pub mod fetch;
+pub mod image;
+pub mod install;
+pub mod layer;
+pub mod reporter;
+pub mod solve;
+pub mod spec;
+pub mod synth;
+
+pub use build::{build, BuildError, BuildOptions, BuildSummary};
+pub use envlayer_layers::{Compression, Digest};
+pub use reporter::{NoReporter, Reporter, Stage};

@@ -1,0 +1,217 @@
+//! Stage 2, solve: channels and specs in, a topologically sorted list of package records out (resolvo),
+//! plus the lock file that records it and lets a later build skip the solve.
+
+use rattler_conda_types::{
+    Channel, ChannelConfig, GenericVirtualPackage, MatchSpec, NamedChannelOrUrl, PackageName, ParseStrictness,
+    RepoDataRecord, Subdir, Version,
+};
+use rattler_lock::{LockFile, DEFAULT_ENVIRONMENT_NAME};
+use rattler_solve::{resolvo, SolverImpl, SolverTask};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Everything the solver needs.
+#[derive(Debug, Clone)]
+pub struct SolveInput {
+    /// Channels in priority order.
+    pub channels: Vec<Channel>,
+    /// What the user asked for.
+    pub specs: Vec<MatchSpec>,
+    /// The platform the image runs on.
+    pub platform: Subdir,
+    /// The virtual packages of the machine the image runs on (not of the build machine).
+    pub virtual_packages: Vec<GenericVirtualPackage>,
+    /// Where repodata is cached.
+    pub cache_dir: PathBuf,
+}
+
+/// A solved environment: records in install (topological) order.
+#[derive(Debug, Clone)]
+pub struct Solved {
+    /// The packages, dependencies before dependents.
+    pub records: Vec<RepoDataRecord>,
+}
+
+/// Why solving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    /// A channel could not be understood or does not exist.
+    #[error("channel {channel}: {reason}")]
+    Channel {
+        /// The channel as written.
+        channel: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Repodata could not be fetched or read.
+    #[error("cannot load repodata from {channels}")]
+    Repodata {
+        /// The channels queried.
+        channels: String,
+        /// The cause.
+        #[source]
+        source: rattler_repodata_gateway::GatewayError,
+    },
+    /// No set of packages satisfies the specs.
+    #[error("the environment cannot be solved:\n{0}")]
+    Unsolvable(String),
+    /// A `--virtual-package` value is malformed.
+    #[error("virtual package {0:?}: expected __name=version[=build]")]
+    VirtualPackage(String),
+    /// The lock file could not be read or written, or lacks the platform.
+    #[error("lock file {path}: {reason}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Resolves the channels of an environment file: paths (relative to `root_dir`), `file://` and `https://`
+/// URLs, and names (`conda-forge` means `https://conda.anaconda.org/conda-forge`).
+pub fn resolve_channels(channels: &[NamedChannelOrUrl], root_dir: &Path) -> Result<Vec<Channel>, SolveError> {
+    let config = ChannelConfig::default_with_root_dir(root_dir.to_path_buf());
+    channels
+        .iter()
+        .map(|c| {
+            let written = c.to_string();
+            let channel = c.clone().into_channel(&config).map_err(|e| SolveError::Channel {
+                channel: written.clone(),
+                reason: e.to_string(),
+            })?;
+            if let Ok(dir) = channel.base_url.url().to_file_path() {
+                if !dir.is_dir() {
+                    return Err(SolveError::Channel {
+                        channel: written,
+                        reason: format!("{} does not exist or is not a directory", dir.display()),
+                    });
+                }
+                let has_subdir = ["noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]
+                    .iter()
+                    .any(|s| dir.join(s).join("repodata.json").is_file());
+                if !has_subdir {
+                    return Err(SolveError::Channel {
+                        channel: written,
+                        reason: format!("{} has no <subdir>/repodata.json: not a conda channel", dir.display()),
+                    });
+                }
+            }
+            Ok(channel)
+        })
+        .collect()
+}
+
+/// The virtual packages assumed for `platform` unless the user says otherwise: a current Linux with
+/// glibc 2.28 (conda-forge's baseline), and the CPU family of the platform. No `__cuda` unless asked for.
+pub fn default_virtual_packages(platform: Subdir) -> Vec<GenericVirtualPackage> {
+    let mut out = Vec::new();
+    let vp = |name: &str, version: &str, build: &str| GenericVirtualPackage {
+        name: PackageName::new_unchecked(name),
+        version: Version::from_str(version).expect("valid built-in version"),
+        build_string: build.parse().expect("valid built-in build string"),
+    };
+    if platform.is_unix() {
+        out.push(vp("__unix", "0", "0"));
+    }
+    if platform.is_linux() {
+        out.push(vp("__linux", "5.10", "0"));
+        out.push(vp("__glibc", "2.28", "0"));
+    }
+    if let Some(arch) = platform.arch() {
+        out.push(vp("__archspec", "1", &arch.to_string()));
+    }
+    out
+}
+
+/// Parses `__name=version[=build]` and puts it in place of any default of the same name.
+pub fn override_virtual_packages(
+    mut defaults: Vec<GenericVirtualPackage>,
+    given: &[String],
+) -> Result<Vec<GenericVirtualPackage>, SolveError> {
+    for text in given {
+        let bad = || SolveError::VirtualPackage(text.clone());
+        let mut parts = text.splitn(3, '=');
+        let name = parts.next().filter(|n| n.starts_with("__")).ok_or_else(bad)?;
+        let version = parts.next().ok_or_else(bad)?;
+        let build = parts.next().unwrap_or("0").parse().map_err(|_| bad())?;
+        let name = PackageName::from_str(name).map_err(|_| bad())?;
+        let version = Version::from_str(version).map_err(|_| bad())?;
+        defaults.retain(|v| v.name != name);
+        defaults.push(GenericVirtualPackage { name, version, build_string: build });
+    }
+    defaults.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(defaults)
+}
+
+/// Fetches repodata for the specs and solves with resolvo.
+pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
+    let gateway = rattler_repodata_gateway::Gateway::builder()
+        .with_cache_dir(input.cache_dir.join("repodata"))
+        .finish();
+    let names = input.channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>().join(", ");
+    let repodata = gateway
+        .query(input.channels.clone(), [input.platform, Subdir::NoArch], input.specs.clone())
+        .recursive(true)
+        .execute()
+        .await
+        .map_err(|source| SolveError::Repodata { channels: names, source })?
+        .repodata;
+    let task = SolverTask {
+        specs: input.specs.clone(),
+        virtual_packages: input.virtual_packages.clone(),
+        ..SolverTask::from_iter(repodata.iter())
+    };
+    let solution = resolvo::Solver.solve(task).map_err(|e| match e {
+        rattler_solve::SolveError::Unsolvable(reasons) => SolveError::Unsolvable(reasons.join("\n")),
+        other => SolveError::Unsolvable(other.to_string()),
+    })?;
+    Ok(Solved { records: rattler_conda_types::PackageRecord::sort_topologically(solution.records) })
+}
+
+/// Writes `solved` as a rattler lock file for `platform`.
+pub fn write_lock(solved: &Solved, channels: &[Channel], platform: Subdir, path: &Path) -> Result<(), SolveError> {
+    let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
+    let lock_platform = rattler_lock::PlatformData {
+        name: rattler_lock::PlatformName::from_str(platform.as_str()).map_err(|e| err(e.to_string()))?,
+        subdir: platform,
+        virtual_packages: Vec::new(),
+    };
+    let mut builder = LockFile::builder()
+        .with_platforms(vec![lock_platform])
+        .map_err(|e| err(e.to_string()))?;
+    builder.set_channels(
+        DEFAULT_ENVIRONMENT_NAME,
+        channels.iter().map(|c| rattler_lock::Channel::from(c.base_url.to_string())),
+    );
+    for record in &solved.records {
+        builder
+            .add_conda_package(DEFAULT_ENVIRONMENT_NAME, platform.as_str(), record.clone().into())
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let tmp = path.with_extension("lock.tmp");
+    builder.finish().to_path(&tmp).map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+}
+
+/// Reads the records for `platform` back from a lock file, in install order.
+pub fn read_lock(path: &Path, platform: Subdir) -> Result<Solved, SolveError> {
+    let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
+    let lock = LockFile::from_path(path).map_err(|e| err(e.to_string()))?;
+    let env = lock
+        .default_environment()
+        .ok_or_else(|| err("has no default environment".into()))?;
+    let lock_platform = lock
+        .platform(platform.as_str())
+        .ok_or_else(|| err(format!("has no packages for {platform}")))?;
+    let records = env
+        .conda_repodata_records(lock_platform)
+        .map_err(|e| err(e.to_string()))?
+        .ok_or_else(|| err(format!("has no packages for {platform}")))?;
+    Ok(Solved { records: rattler_conda_types::PackageRecord::sort_topologically(records) })
+}
+
+/// Parses a match spec the way environment files do (lenient).
+pub fn parse_spec(s: &str) -> Result<MatchSpec, rattler_conda_types::ParseMatchSpecError> {
+    MatchSpec::from_str(s, ParseStrictness::Lenient)
+}

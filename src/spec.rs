@@ -1,0 +1,145 @@
+//! Stage 1, spec: an `environment.yaml` (conda's format) read into a typed [`EnvSpec`], with errors that
+//! name the file, line and column.
+
+use rattler_conda_types::{MatchSpec, NamedChannelOrUrl};
+use std::path::{Path, PathBuf};
+
+/// A conda environment as the user wrote it.
+#[derive(Debug, Clone)]
+pub struct EnvSpec {
+    /// The environment's name (`name:`).
+    pub name: String,
+    /// Channels, in priority order, as written.
+    pub channels: Vec<NamedChannelOrUrl>,
+    /// The conda package specs.
+    pub specs: Vec<MatchSpec>,
+    /// The folder that relative channel paths are resolved against (the file's folder).
+    pub root_dir: PathBuf,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+/// Why an environment file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("cannot read environment file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or a value in it is invalid (a bad match spec, say).
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, 0 where unknown.
+        line: usize,
+        /// 1-based column, 0 where unknown.
+        column: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A required field is missing or empty.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl EnvSpec {
+    /// Reads and checks an environment file.
+    pub fn from_path(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        Self::from_yaml_str(&text, path)
+    }
+
+    /// Parses an environment file's text; `path` is used in errors and to resolve relative channel paths.
+    pub fn from_yaml_str(text: &str, path: &Path) -> Result<Self, SpecError> {
+        let invalid = |what: String| SpecError::Invalid { path: path.to_path_buf(), what };
+        // Parse as plain YAML first so syntax errors carry a location even when the document is not a map.
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| syntax(path, &e))?;
+        if !doc.is_mapping() {
+            return Err(invalid("expected a mapping with name, channels and dependencies".into()));
+        }
+        let env = rattler_conda_types::EnvironmentYaml::from_yaml_str(text).map_err(|e| syntax(path, &e))?;
+        let name = env.name.clone().filter(|n| !n.trim().is_empty()).ok_or_else(|| invalid("no `name:`".into()))?;
+        if let Some(pip) = env.pip_specs() {
+            if !pip.is_empty() {
+                return Err(invalid(format!(
+                    "pip dependencies ({}) are not supported: envlayer installs conda packages only",
+                    pip.join(", ")
+                )));
+            }
+        }
+        let specs: Vec<MatchSpec> = env.match_specs().cloned().collect();
+        if specs.is_empty() {
+            return Err(invalid("no conda packages under `dependencies:`".into()));
+        }
+        if env.channels.is_empty() {
+            return Err(invalid("no `channels:`".into()));
+        }
+        let root_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let root_dir = std::path::absolute(&root_dir).unwrap_or(root_dir);
+        Ok(Self { name, channels: env.channels, specs, root_dir, source: path.to_path_buf() })
+    }
+}
+
+fn syntax(path: &Path, e: &serde_yaml::Error) -> SpecError {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    // serde_yaml appends " at line L column C" to its message; the location is already in front.
+    let mut message = e.to_string();
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    SpecError::Syntax { path: path.to_path_buf(), line, column, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_plain_file() {
+        let s = EnvSpec::from_yaml_str(
+            "name: demo\nchannels:\n  - ./chan\n  - conda-forge\ndependencies:\n  - python=3.11\n  - flask\n",
+            Path::new("/x/env.yaml"),
+        )
+        .unwrap();
+        assert_eq!(s.name, "demo");
+        assert_eq!(s.specs.len(), 2);
+        assert_eq!(s.channels.len(), 2);
+        assert_eq!(s.root_dir, Path::new("/x"));
+    }
+
+    #[test]
+    fn malformed_yaml_names_line_and_column() {
+        let e = EnvSpec::from_yaml_str("name: demo\nchannels: [a\ndependencies:\n  - x\n", Path::new("e.yaml"))
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, SpecError::Syntax { line, .. } if line >= 2), "{msg}");
+        assert!(msg.starts_with("e.yaml:"), "{msg}");
+    }
+
+    #[test]
+    fn bad_match_spec_and_missing_fields_are_errors() {
+        let e = EnvSpec::from_yaml_str("name: d\nchannels: [c]\ndependencies:\n  - 'python >>= 3'\n", Path::new("e.yaml"));
+        assert!(e.is_err());
+        let e = EnvSpec::from_yaml_str("channels: [c]\ndependencies: [x]\n", Path::new("e.yaml")).unwrap_err();
+        assert!(e.to_string().contains("name"), "{e}");
+        let e = EnvSpec::from_yaml_str("name: d\nchannels: [c]\ndependencies: [x, {pip: [requests]}]\n", Path::new("e.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("pip"), "{e}");
+    }
+}
