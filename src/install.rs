@@ -84,11 +84,13 @@ pub async fn install_package(
         allow_symbolic_links: Some(true),
         ..InstallOptions::default()
     };
-    let paths = link_package(extracted, &prefix, &driver, options).await.map_err(|source| InstallError::Link {
+    let mut paths = link_package(extracted, &prefix, &driver, options).await.map_err(|source| InstallError::Link {
         package: package.clone(),
         prefix: target.prefix.clone(),
         source,
     })?;
+    // Sorted, as rattler's Installer writes them, so conda-meta matches a plain install.
+    paths.sort_by(|a, b| a.relative_path.cmp(&b.relative_path));
     let rel_paths: Vec<String> = paths.iter().map(|p| p.relative_path.to_string_lossy().into_owned()).collect();
     let link_scripts = rel_paths
         .iter()

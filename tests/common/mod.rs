@@ -1,0 +1,145 @@
+//! Helpers shared by the integration tests: the fixtures, the envlayer binary, real tools (skopeo, umoci,
+//! chroot) and reading layers back.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+/// `../shared/fixtures/channels`, next to the checkout.
+pub fn channels() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/channels");
+    assert!(p.is_dir(), "fixtures not found at {}: the tests need ../shared beside the checkout", p.display());
+    p.canonicalize().unwrap()
+}
+
+/// A scratch folder under target/, kept on failure for inspection (removed at the start of the next run).
+pub fn scratch(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join("envlayer-tests").join(name);
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Runs `envlayer ARGS` in `cwd`.
+pub fn envlayer(cwd: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_envlayer"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("ENVLAYER_CACHE_DIR")
+        .output()
+        .expect("run envlayer");
+    out
+}
+
+/// Runs `envlayer build ... --json -q` and returns the summary; panics with stderr on failure.
+pub fn build_json(cwd: &Path, args: &[&str]) -> Value {
+    build_json_env(cwd, args, &[])
+}
+
+/// Like [`build_json`] with extra environment variables.
+pub fn build_json_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_envlayer"));
+    cmd.arg("build").args(args).args(["--json", "-q"]).current_dir(cwd);
+    cmd.env_remove("SOURCE_DATE_EPOCH").env_remove("ENVLAYER_CACHE_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run envlayer");
+    assert!(out.status.success(), "envlayer build {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (did .ci/run install it?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Debian base layout (libc6 and the libraries local-python's CPython needs), made once per test run
+/// by registry-test/make-debian-base.sh with .deb files cached under target/.
+pub fn debian_base() -> PathBuf {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    BASE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-base");
+        let layout = root.join("layout");
+        if !layout.join("index.json").is_file() {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry-test/make-debian-base.sh");
+            run(Command::new("bash").arg(script).arg(&layout).arg(root.join("debs")));
+        }
+        layout
+    })
+    .clone()
+}
+
+/// `umoci unpack` of `layout:tag` into `bundle`; returns the rootfs.
+pub fn unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(bundle);
+    run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:{tag}", layout.display())).arg(bundle));
+    bundle.join("rootfs")
+}
+
+/// The manifest of the only image in an OCI layout.
+pub fn manifest(layout: &Path) -> Value {
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    blob_json(layout, index["manifests"][0]["digest"].as_str().unwrap())
+}
+
+/// A JSON blob of a layout.
+pub fn blob_json(layout: &Path, digest: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(blob_path(layout, digest)).unwrap()).unwrap()
+}
+
+/// Where a blob lives in a layout.
+pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+/// Calls `f(path, entry bytes)` for every regular file in every layer of the image.
+pub fn for_each_layer_file(layout: &Path, mut f: impl FnMut(&str, &[u8])) {
+    let m = manifest(layout);
+    for l in m["layers"].as_array().unwrap() {
+        let file = std::fs::File::open(blob_path(layout, l["digest"].as_str().unwrap())).unwrap();
+        let reader: Box<dyn Read> = match l["mediaType"].as_str().unwrap() {
+            t if t.ends_with("+zstd") => Box::new(zstd::Decoder::new(file).unwrap()),
+            _ => Box::new(flate2::read::GzDecoder::new(file)),
+        };
+        let mut archive = tar::Archive::new(reader);
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            f(&path, &data);
+        }
+    }
+}
+
+/// Writes an environment file.
+pub fn env_file(dir: &Path, name: &str, channels: &[&Path], deps: &[&str]) -> PathBuf {
+    let mut s = format!("name: {name}\nchannels:\n");
+    for c in channels {
+        s.push_str(&format!("  - {}\n", c.display()));
+    }
+    s.push_str("dependencies:\n");
+    for d in deps {
+        s.push_str(&format!("  - {d}\n"));
+    }
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, s).unwrap();
+    p
+}

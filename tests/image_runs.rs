@@ -1,0 +1,176 @@
+//! The local-python environment built on a Debian base: accepted by skopeo, unpacked by umoci, run with
+//! chroot, and the same file for file as a plain rattler install.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const PREFIX: &str = "/opt/conda/envs/demo";
+const DEPS: &[&str] = &["python=3.11", "flask", "requests", "rich", "pip"];
+
+fn demo_env(dir: &Path) -> std::path::PathBuf {
+    env_file(dir, "demo", &[&channels().join("local-python")], DEPS)
+}
+
+#[test]
+fn local_python_image_runs_and_matches_a_rattler_install() {
+    let dir = scratch("local-python");
+    let base = debian_base();
+    let env = demo_env(&dir);
+    let base_arg = format!("{}:base", base.display());
+    let s = build_json(&dir, &[env.to_str().unwrap(), "--base", &base_arg, "-o", "demo.oci", "--cache-dir", "cache"]);
+    let layout = dir.join("demo.oci");
+
+    // One layer per package plus the environment layer, over the base's layers; each names its package.
+    let m = manifest(&layout);
+    let base_layers = manifest(&base)["layers"].as_array().unwrap().len();
+    let n_packages = s["packages"].as_array().unwrap().len();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), base_layers + n_packages + 1);
+    let names: Vec<String> = s["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    for want in ["python", "flask", "requests", "rich", "pip", "werkzeug", "jinja2", "markupsafe"] {
+        assert!(names.iter().any(|n| n == want), "{want} not installed: {names:?}");
+    }
+    for (i, p) in s["packages"].as_array().unwrap().iter().enumerate() {
+        let layer = &layers[p["layer"].as_u64().unwrap() as usize];
+        let annotated = layer["annotations"]["io.envlayer.packages"].as_str().unwrap();
+        let dist = format!("{}-{}-{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap(), p["build"].as_str().unwrap());
+        assert_eq!(annotated, dist, "package {i}");
+    }
+    assert_eq!(m["annotations"]["io.envlayer.env.name"], "demo");
+    assert!(m["annotations"]["io.envlayer.env.inputs"].as_str().unwrap().len() == 64);
+
+    // The config: the env's bin first on PATH, CONDA_PREFIX, CONDA_DEFAULT_ENV.
+    let config = blob_json(&layout, m["config"]["digest"].as_str().unwrap());
+    let env_vars: Vec<&str> = config["config"]["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(env_vars.iter().any(|e| e.starts_with(&format!("PATH={PREFIX}/bin:"))), "{env_vars:?}");
+    assert!(env_vars.contains(&format!("CONDA_PREFIX={PREFIX}").as_str()));
+    assert!(env_vars.contains(&"CONDA_DEFAULT_ENV=demo"));
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), layers.len());
+
+    // skopeo accepts it.
+    run(Command::new("skopeo").args(["copy", "-q"]).arg(format!("oci:{}:latest", layout.display())).arg(format!("oci:{}:copy", dir.join("copy.oci").display())));
+
+    // umoci unpacks it, and Python runs in it with no activation.
+    let rootfs = unpack(&layout, "latest", &dir.join("bundle"));
+    let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/python")).args(["-c", "import flask, requests, rich, sys; print(sys.prefix)"]));
+    assert_eq!(out.trim(), PREFIX);
+    let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/flask")).arg("--version"));
+    assert!(out.contains("Flask 3.1.3"), "{out}");
+    // An entry point's shebang names the target prefix, not a build-machine path.
+    let flask = std::fs::read_to_string(rootfs.join("opt/conda/envs/demo/bin/flask")).unwrap();
+    assert!(flask.starts_with(&format!("#!{PREFIX}/bin/python")), "{flask}");
+
+    // A plain rattler install of the same packages at the same prefix.
+    let plain = dir.join("plain");
+    let records = envlayer::solve::read_lock(Path::new(s["lock"].as_str().map(|l| dir.join(l)).unwrap().as_path()), rattler_conda_types::Subdir::Linux64).unwrap().records;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        rattler::install::Installer::new()
+            .with_target_platform(rattler_conda_types::Subdir::Linux64)
+            .with_alternative_target_prefix(PREFIX)
+            .with_package_cache(rattler::package_cache::PackageCache::new(dir.join("rattler-cache")))
+            .install(&plain, records)
+            .await
+            .unwrap();
+    });
+    let ours = tree(&rootfs.join("opt/conda/envs/demo"));
+    let theirs = tree(&plain);
+    let mut differences = Vec::new();
+    for (path, kind) in &theirs {
+        match ours.get(path) {
+            None => differences.push(format!("missing from the image: {path}")),
+            // rattler writes an empty conda-meta/history; envlayer's environment layer writes conda's
+            // record of what was installed (checked below).
+            Some(_) if path == "conda-meta/history" => {}
+            Some(k) if k != kind => {
+                // conda-meta records differ only in build-machine fields, which envlayer leaves out.
+                if path.starts_with("conda-meta/") && path.ends_with(".json") {
+                    let strip = |p: &Path| {
+                        let mut v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                        for key in ["package_tarball_full_path", "extracted_package_dir", "link", "requested_spec", "requested_specs"] {
+                            v.as_object_mut().unwrap().remove(key);
+                        }
+                        v
+                    };
+                    assert_eq!(strip(&rootfs.join("opt/conda/envs/demo").join(path)), strip(&plain.join(path)), "{path}");
+                } else {
+                    differences.push(format!("differs: {path}: image {k:?} vs rattler {kind:?}"));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for path in ours.keys() {
+        if !theirs.contains_key(path) {
+            differences.push(format!("only in the image: {path}"));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    let history = std::fs::read_to_string(rootfs.join("opt/conda/envs/demo/conda-meta/history")).unwrap();
+    assert!(history.contains("::flask-3.1.3-py_0\n") && history.contains("# update specs:"), "{history}");
+    // And our conda-meta has no build-machine path in it.
+    for (path, _) in ours.iter().filter(|(p, _)| p.starts_with("conda-meta/")) {
+        let text = std::fs::read_to_string(rootfs.join("opt/conda/envs/demo").join(path)).unwrap();
+        for bad in [dir.to_str().unwrap(), "extracted_package_dir", "package_tarball_full_path"] {
+            assert!(!text.contains(bad), "{path} mentions {bad}");
+        }
+    }
+}
+
+/// Every path under `root` with what it is: a file's sha256 and exec bit, or a symlink's target.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_symlink() {
+                out.insert(rel, format!("-> {}", std::fs::read_link(&p).unwrap().display()));
+            } else if meta.is_dir() {
+                out.insert(rel, "dir".into());
+                stack.push(p);
+            } else {
+                let exec = meta.permissions().mode() & 0o111 != 0;
+                out.insert(rel, format!("{} exec={exec}", envlayer::Digest::of(&std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn max_layers_groups_packages_and_the_image_still_runs() {
+    let dir = scratch("max-layers");
+    let base = debian_base();
+    let env = demo_env(&dir);
+    let base_arg = format!("{}:base", base.display());
+    let s = build_json(&dir, &[env.to_str().unwrap(), "--base", &base_arg, "-o", "small.oci", "--cache-dir", "cache", "--max-layers", "8"]);
+    let layout = dir.join("small.oci");
+    let layers = manifest(&layout)["layers"].as_array().unwrap().clone();
+    assert!(layers.len() <= 8, "{} layers", layers.len());
+    let shared = s["shared_layers"].as_array().unwrap();
+    assert!(!shared.is_empty(), "the summary says which packages share a layer");
+    // Every package is in exactly one layer's annotation.
+    let mut annotated: Vec<String> = layers
+        .iter()
+        .filter_map(|l| l["annotations"]["io.envlayer.packages"].as_str())
+        .flat_map(|a| a.split(',').filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>())
+        .collect();
+    annotated.sort();
+    let mut all: Vec<String> = s["packages"].as_array().unwrap().iter()
+        .map(|p| format!("{}-{}-{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap(), p["build"].as_str().unwrap()))
+        .collect();
+    all.sort();
+    assert_eq!(annotated, all);
+    let rootfs = unpack(&layout, "latest", &dir.join("bundle"));
+    let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/python")).args(["-c", "import flask, requests, rich; print('ok')"]));
+    assert_eq!(out.trim(), "ok");
+}
