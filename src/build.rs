@@ -480,7 +480,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     // Times: the config's `created` is SOURCE_DATE_EPOCH or the newest package's build time, so the config
     // depends only on the inputs; the build time goes in the manifest only when no SOURCE_DATE_EPOCH is set.
     let created_secs = opts.source_date_epoch.unwrap_or_else(|| {
-        records.iter().filter_map(|r| r.package_record.timestamp.as_ref().map(|t| t.timestamp())).max().unwrap_or(0) / 1000
+        records.iter().filter_map(|r| r.package_record.timestamp.as_ref().map(|t| t.timestamp_millis())).max().unwrap_or(0) / 1000
     });
     let created = rfc3339(created_secs);
     let manifest_created = match opts.source_date_epoch {

@@ -113,12 +113,26 @@ impl LayerCache {
         self.root.join("blobs").join("sha256").join(digest.hex())
     }
 
-    /// The cached layer for `key`, if its entry and blob are both present with the right size.
+    /// The cached layer for `key`, if its entry is readable and its blob has the right digest. A corrupt
+    /// entry (a torn write, a flipped bit) is removed and treated as missing, so it is rebuilt.
     pub fn get(&self, key: &str) -> Option<CachedLayer> {
-        let text = std::fs::read(self.root.join("layers").join(format!("{key}.json"))).ok()?;
-        let cached: CachedLayer = serde_json::from_slice(&text).ok()?;
-        let len = std::fs::metadata(self.blob_path(&cached.layer.digest)).ok()?.len();
-        (len == cached.layer.size).then_some(cached)
+        let entry = self.root.join("layers").join(format!("{key}.json"));
+        let text = std::fs::read(&entry).ok()?;
+        let Ok(cached) = serde_json::from_slice::<CachedLayer>(&text) else {
+            let _ = std::fs::remove_file(&entry);
+            return None;
+        };
+        let blob = self.blob_path(&cached.layer.digest);
+        match digest_file(&blob) {
+            Ok((digest, len)) if digest == cached.layer.digest && len == cached.layer.size => Some(cached),
+            Ok(_) => {
+                tracing::warn!("cache blob {} is corrupt; rebuilding it", blob.display());
+                let _ = std::fs::remove_file(&blob);
+                let _ = std::fs::remove_file(&entry);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Stores a packed layer whose blob was written to `blob` (a temporary file in [`Self::tmp_dir`]).
@@ -165,16 +179,22 @@ impl LayerCache {
     }
 }
 
+/// The sha256 and length of a file.
+pub fn digest_file(path: &Path) -> std::io::Result<(Digest, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut w = envlayer_layers::HashingWriter::new(std::io::sink());
+    std::io::copy(&mut file, &mut w)?;
+    let (_, digest, len) = w.finish();
+    Ok((digest, len))
+}
+
 /// Copies `src` to `dest` (hard link when possible) after checking that its content has `digest`.
 pub fn copy_verified(src: &Path, digest: &Digest, dest: &Path) -> Result<(), CacheError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CacheError::Io { path, source }
     };
-    let mut file = std::fs::File::open(src).map_err(io(src))?;
-    let mut w = envlayer_layers::HashingWriter::new(std::io::sink());
-    std::io::copy(&mut file, &mut w).map_err(io(src))?;
-    let (_, actual, _) = w.finish();
+    let (actual, _) = digest_file(src).map_err(io(src))?;
     if &actual != digest {
         return Err(CacheError::Corrupt { path: src.to_path_buf(), expected: digest.clone(), actual });
     }
