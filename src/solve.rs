@@ -215,3 +215,34 @@ pub fn read_lock(path: &Path, platform: Subdir) -> Result<Solved, SolveError> {
 pub fn parse_spec(s: &str) -> Result<MatchSpec, rattler_conda_types::ParseMatchSpecError> {
     MatchSpec::from_str(s, ParseStrictness::Lenient)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_urls_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("chan/noarch")).unwrap();
+        std::fs::write(dir.path().join("chan/noarch/repodata.json"), "{}").unwrap();
+        let written: Vec<NamedChannelOrUrl> = ["conda-forge", "https://example.com/my/channel", "./chan"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let ch = resolve_channels(&written, dir.path()).unwrap();
+        assert_eq!(ch[0].base_url.to_string(), "https://conda.anaconda.org/conda-forge/");
+        assert_eq!(ch[1].base_url.to_string(), "https://example.com/my/channel/");
+        assert_eq!(ch[2].base_url.url().to_file_path().unwrap(), dir.path().join("chan"));
+    }
+
+    #[test]
+    fn virtual_package_overrides() {
+        let vps = override_virtual_packages(default_virtual_packages(Subdir::Linux64), &["__glibc=2.36".into(), "__cuda=12.4".into()])
+            .unwrap();
+        let names: Vec<String> = vps.iter().map(|v| v.to_string()).collect();
+        assert!(names.iter().any(|n| n.starts_with("__glibc=2.36")), "{names:?}");
+        assert!(names.iter().any(|n| n.starts_with("__cuda=12.4")), "{names:?}");
+        assert_eq!(names.iter().filter(|n| n.starts_with("__glibc")).count(), 1);
+        assert!(override_virtual_packages(vec![], &["glibc=1".into()]).is_err());
+    }
+}
