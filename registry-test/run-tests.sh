@@ -15,4 +15,12 @@ if [ ${#need[@]} -gt 0 ]; then
     ca-certificates >/dev/null
 fi
 [ -d ../shared/fixtures/channels ] || { echo "../shared/fixtures/channels is missing" >&2; exit 1; }
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals of every test binary (cargo prints one result line per binary).
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "envlayer: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$status"

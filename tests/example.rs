@@ -35,7 +35,9 @@ fn the_readme_example_builds_and_runs_on_a_debian_base() {
 #[test]
 fn activate_d_variables_are_in_the_image_config() {
     let dir = scratch("activation");
-    let env = env_file(&dir, "act", &[&channels().join("test-recipes")], &["activate_deactivate_package"]);
+    // A file:// URL channel this time.
+    let url = std::path::PathBuf::from(format!("file://{}", channels().join("test-recipes").display()));
+    let env = env_file(&dir, "act", &[&url], &["activate_deactivate_package"]);
     build_json(&dir, &[env.to_str().unwrap(), "--cache-dir", "cache", "--prefix", "/env"]);
     let vars = config_env(&dir.join("act.oci"));
     assert!(vars.contains(&"TEST=teststringfromactivate".to_string()), "{vars:?}");
