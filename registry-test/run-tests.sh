@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests use (skopeo, umoci, the
-# registry, containerd, runc), then runs every Rust test of the workspace.
+# registry, containerd, runc, openssl, htpasswd; grpcio from PyPI for the CRI client), then runs every
+# Rust test of the workspace and prints one totals line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for tool in skopeo umoci docker-registry containerd runc htpasswd; do
+for tool in skopeo umoci docker-registry containerd runc htpasswd openssl; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -12,7 +13,11 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends skopeo umoci docker-registry containerd runc apache2-utils \
-    ca-certificates >/dev/null
+    openssl ca-certificates >/dev/null
+fi
+if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
+  echo "installing grpcio and grpcio-tools from PyPI (CRI PullImage client)" >&2
+  python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools 2>&1 | grep -v "Running pip as the 'root'" >&2 || true
 fi
 [ -d ../shared/fixtures/channels ] || { echo "../shared/fixtures/channels is missing" >&2; exit 1; }
 log=$(mktemp)

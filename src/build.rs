@@ -18,11 +18,34 @@ use std::time::Instant;
 
 /// The image a build goes on top of.
 #[derive(Debug, Clone)]
-pub struct BaseRef {
-    /// An OCI image layout directory.
-    pub layout: PathBuf,
-    /// The image's tag in it, if it holds more than one.
-    pub tag: Option<String>,
+pub enum BaseRef {
+    /// An OCI image layout directory, and the image's tag in it if it holds more than one.
+    Layout {
+        /// The directory.
+        layout: PathBuf,
+        /// The tag.
+        tag: Option<String>,
+    },
+    /// An image in a registry.
+    Registry(crate::registry::Reference),
+}
+
+/// How registries are reached, for registry bases (and pushes by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Where credentials are read from.
+    pub auth: crate::registry::AuthSources,
+    /// TLS, insecure registries, retries.
+    pub client: crate::registry::ClientOptions,
+}
+
+/// A finished build: its summary, and the image (for a push).
+#[derive(Debug)]
+pub struct BuildOutput {
+    /// What was built.
+    pub summary: BuildSummary,
+    /// The image: config, manifest, and where each blob is.
+    pub image: image::Image,
 }
 
 /// Everything a build needs to know. The CLI fills it in; the library reads no environment variable and
@@ -39,8 +62,10 @@ pub struct BuildOptions {
     pub virtual_packages: Vec<String>,
     /// The base image.
     pub base: Option<BaseRef>,
-    /// The OCI layout directory to write.
-    pub output: PathBuf,
+    /// The OCI layout directory to write; none when only pushing.
+    pub output: Option<PathBuf>,
+    /// Registry access for a registry base.
+    pub registry: RegistrySettings,
     /// The tag of the image in the layout.
     pub tag: String,
     /// The package, layer and repodata cache.
@@ -68,7 +93,8 @@ impl BuildOptions {
             platform: Subdir::Linux64,
             virtual_packages: Vec::new(),
             base: None,
-            output: output.into(),
+            output: Some(output.into()),
+            registry: RegistrySettings::default(),
             tag: "latest".into(),
             cache_dir: cache_dir.into(),
             compression: Compression::GZIP_DEFAULT,
@@ -81,10 +107,11 @@ impl BuildOptions {
     }
 
     /// The lock file written beside the output: `<output>.lock`.
-    pub fn lock_output(&self) -> PathBuf {
-        let mut name = self.output.file_name().unwrap_or_default().to_os_string();
+    pub fn lock_output(&self) -> Option<PathBuf> {
+        let output = self.output.as_ref()?;
+        let mut name = output.file_name().unwrap_or_default().to_os_string();
         name.push(".lock");
-        self.output.with_file_name(name)
+        Some(output.with_file_name(name))
     }
 }
 
@@ -101,12 +128,14 @@ pub struct BuildSummary {
     pub prefix: String,
     /// The platform.
     pub platform: String,
-    /// The OCI layout written.
-    pub output: PathBuf,
+    /// The OCI layout written, if any.
+    pub output: Option<PathBuf>,
     /// The image's tag in the layout.
     pub tag: String,
     /// The lock file written beside it.
-    pub lock: PathBuf,
+    pub lock: Option<PathBuf>,
+    /// Where the base came from (`registry/repo@digest`), when it came from a registry.
+    pub base: Option<String>,
     /// The manifest's digest.
     pub manifest_digest: String,
     /// The config's digest.
@@ -206,6 +235,9 @@ pub enum BuildError {
     /// Reading the base or writing the image.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// Reading a base image from a registry.
+    #[error("base image")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The options do not make sense together.
     #[error("{0}")]
     Options(String),
@@ -328,7 +360,7 @@ impl Ctx<'_> {
 
 /// Builds the environment described by `opts` into an OCI image layout. On any error nothing is left at
 /// the output path (an earlier image there stays as it was).
-pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, BuildError> {
+pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOutput, BuildError> {
     let mut timings = BTreeMap::new();
     let t0 = Instant::now();
     let spec = EnvSpec::from_path(&opts.env_file)?;
@@ -337,19 +369,36 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         return Err(BuildError::Options(format!("--prefix {prefix:?} must be an absolute path like /opt/conda/envs/NAME")));
     }
     let os_arch = oci_platform(opts.platform)?;
-    if opts.output.exists() && !opts.output.join("oci-layout").is_file() {
+    if let Some(output) = opts.output.as_ref().filter(|o| o.exists() && !o.join("oci-layout").is_file()) {
         return Err(BuildError::Options(format!(
             "output {} exists and is not an OCI layout; refusing to replace it",
-            opts.output.display()
+            output.display()
         )));
     }
     let channels = solve::resolve_channels(&spec.channels, &spec.root_dir)?;
     let virtual_packages =
         solve::override_virtual_packages(solve::default_virtual_packages(opts.platform), &opts.virtual_packages)?;
-    let base = match &opts.base {
-        Some(b) => Some(image::read_oci_layout(&b.layout, b.tag.as_deref())?),
+    let mut base = match &opts.base {
+        Some(BaseRef::Layout { layout, tag }) => Some(image::read_oci_layout(layout, tag.as_deref())?),
+        Some(BaseRef::Registry(reference)) => {
+            let registry = crate::registry::connect(reference, &opts.registry.auth, &opts.registry.client).await?;
+            let mut b = crate::registry::read_base(&registry, reference, &os_arch.0, &os_arch.1).await?;
+            if opts.output.is_some() {
+                // A local layout must hold every blob: fetch the base's layers into the cache, once.
+                let cache = LayerCache::new(opts.cache_dir.clone());
+                for blob in &mut b.layers {
+                    let path = cache.blob_path(&blob.digest);
+                    if !path.is_file() {
+                        registry.download_blob(&reference.repository, &blob.digest, &path).await?;
+                    }
+                    blob.path = path;
+                }
+            }
+            Some(b)
+        }
         None => None,
     };
+    let base_origin = base.as_mut().and_then(|b| b.origin.clone());
     let base_layers = base.as_ref().map_or(0, |b: &BaseImage| b.layers.len());
     if opts.max_layers < base_layers + 2 {
         return Err(BuildError::Options(format!(
@@ -600,6 +649,10 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         (image::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
         (image::LABEL_PREFIX.to_string(), prefix.clone()),
     ]);
+    let mut labels = labels;
+    if let Some(origin) = &base_origin {
+        labels.insert(image::LABEL_BASE.to_string(), origin.clone());
+    }
     let annotations = BTreeMap::from([
         (image::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
         (image::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
@@ -611,19 +664,20 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     // Write: into a temporary folder beside the output, then renamed into place.
     let t2 = Instant::now();
     reporter.start(Stage::Write, 1);
-    let parent = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = tempfile::Builder::new().prefix(".envlayer-out-").tempdir_in(parent).map_err(io_err(parent))?;
-    let layout = tmp.path().join("layout");
-    image::write_oci_layout(&img, &layout, &opts.tag)?;
-    let lock_out = opts.lock_output();
-    let lock_tmp = tmp.path().join("lock");
-    solve::write_lock(&Solved { records: records.clone() }, &channels, opts.platform, &lock_tmp)?;
-    if opts.output.exists() {
-        std::fs::remove_dir_all(&opts.output).map_err(io_err(&opts.output))?;
+    if let (Some(output), Some(lock_out)) = (&opts.output, opts.lock_output()) {
+        let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let tmp = tempfile::Builder::new().prefix(".envlayer-out-").tempdir_in(parent).map_err(io_err(parent))?;
+        let layout = tmp.path().join("layout");
+        image::write_oci_layout(&img, &layout, &opts.tag)?;
+        let lock_tmp = tmp.path().join("lock");
+        solve::write_lock(&Solved { records: records.clone() }, &channels, opts.platform, &lock_tmp)?;
+        if output.exists() {
+            std::fs::remove_dir_all(output).map_err(io_err(output))?;
+        }
+        std::fs::rename(&layout, output).map_err(io_err(output))?;
+        std::fs::rename(&lock_tmp, &lock_out).map_err(io_err(&lock_out))?;
     }
-    std::fs::rename(&layout, &opts.output).map_err(io_err(&opts.output))?;
-    std::fs::rename(&lock_tmp, &lock_out).map_err(io_err(&lock_out))?;
     reporter.finish(Stage::Write);
     timings.insert("write".to_string(), t2.elapsed().as_millis() as u64);
     timings.insert("total".to_string(), t0.elapsed().as_millis() as u64);
@@ -631,13 +685,14 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         reporter.warn(w);
     }
 
-    Ok(BuildSummary {
+    let summary = BuildSummary {
         name: spec.name,
         prefix,
         platform: opts.platform.to_string(),
         output: opts.output.clone(),
         tag: opts.tag.clone(),
-        lock: lock_out,
+        lock: opts.lock_output(),
+        base: base_origin,
         manifest_digest: img.digest().to_string(),
         config_digest: img.config_digest().to_string(),
         inputs_hash,
@@ -653,7 +708,8 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         },
         timings_ms: timings,
         warnings,
-    })
+    };
+    Ok(BuildOutput { summary, image: img })
 }
 
 /// `conda-meta/history` in conda's format, with the build's creation time (never the wall clock).

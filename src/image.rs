@@ -15,6 +15,8 @@ pub const ANNOTATION_PACKAGES: &str = "io.envlayer.packages";
 pub const ANNOTATION_ENV_NAME: &str = "io.envlayer.env.name";
 /// Manifest annotation and config label with the hash of the build's inputs.
 pub const ANNOTATION_INPUTS: &str = "io.envlayer.env.inputs";
+/// Config label naming the base image (`registry/repo@digest`) when it came from a registry.
+pub const LABEL_BASE: &str = "io.envlayer.base";
 /// Config label with the environment's prefix.
 pub const LABEL_PREFIX: &str = "io.envlayer.env.prefix";
 
@@ -39,10 +41,21 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 pub struct Blob {
     /// Media type, digest, size, annotations.
     pub descriptor: Value,
-    /// The bytes on disk.
+    /// The bytes on disk (may not exist for a blob of a registry base that was not downloaded).
     pub path: PathBuf,
     /// Their digest.
     pub digest: Digest,
+    /// Where the blob lives in a registry, for mounts and copies.
+    pub remote: Option<RemoteBlob>,
+}
+
+/// A blob's home in a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteBlob {
+    /// `host:port`.
+    pub registry: String,
+    /// The repository holding it.
+    pub repository: String,
 }
 
 /// A base image read from an OCI layout.
@@ -54,6 +67,8 @@ pub struct BaseImage {
     pub layers: Vec<Blob>,
     /// Its manifest's digest.
     pub manifest_digest: Digest,
+    /// `registry/repository@digest` when it came from a registry.
+    pub origin: Option<String>,
 }
 
 /// Why an image could not be read or written.
@@ -124,10 +139,39 @@ pub fn read_oci_layout(dir: &Path, reference: Option<&str>) -> Result<BaseImage,
         .map(|l: &Descriptor| {
             let (path, digest) = blob(&l.digest().to_string())?;
             let descriptor = serde_json::to_value(l).map_err(|e| bad(e.to_string()))?;
-            Ok(Blob { descriptor, path, digest })
+            Ok(Blob { descriptor, path, digest, remote: None })
         })
         .collect::<Result<_, ImageError>>()?;
-    Ok(BaseImage { config, layers, manifest_digest })
+    Ok(BaseImage { config, layers, manifest_digest, origin: None })
+}
+
+/// Reads the image named `reference` (or the only one) from an OCI layout as it is, byte for byte, ready
+/// to push: its manifest and config bytes are kept so the digest does not change.
+pub fn read_layout_image(dir: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
+    let base = read_oci_layout(dir, reference)?;
+    let bad = |reason: String| ImageError::Layout { path: dir.to_path_buf(), reason };
+    let config = canonical_or_raw(dir, &base)?;
+    let index = ImageIndex::from_file(dir.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
+    let manifest_path = dir.join("blobs").join("sha256").join(base.manifest_digest.hex());
+    let manifest = std::fs::read(&manifest_path).map_err(io_err(&manifest_path))?;
+    if Digest::of(&manifest) != base.manifest_digest {
+        return Err(bad(format!("manifest {} does not match its digest", base.manifest_digest)));
+    }
+    let _ = index;
+    Ok(Image { config, manifest, layers: base.layers })
+}
+
+fn canonical_or_raw(dir: &Path, base: &BaseImage) -> Result<Vec<u8>, ImageError> {
+    // The config's exact bytes, as the manifest names them.
+    let manifest_path = dir.join("blobs").join("sha256").join(base.manifest_digest.hex());
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).map_err(io_err(&manifest_path))?)
+        .map_err(|e| ImageError::Layout { path: dir.to_path_buf(), reason: format!("manifest: {e}") })?;
+    let d: Digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|_| ImageError::Layout {
+        path: dir.to_path_buf(),
+        reason: "manifest has no config digest".into(),
+    })?;
+    let path = dir.join("blobs").join("sha256").join(d.hex());
+    std::fs::read(&path).map_err(io_err(&path))
 }
 
 /// One of envlayer's own layers, ready for an image.
@@ -233,7 +277,7 @@ pub fn assemble(base: Option<&BaseImage>, layers: &[NewLayer], settings: &ImageS
         if !l.annotations.is_empty() {
             d["annotations"] = json!(l.annotations);
         }
-        blobs.push(Blob { descriptor: d, path: l.path.clone(), digest: l.layer.digest.clone() });
+        blobs.push(Blob { descriptor: d, path: l.path.clone(), digest: l.layer.digest.clone(), remote: None });
     }
     let mut manifest = json!({
         "schemaVersion": 2,

@@ -1,7 +1,8 @@
 //! envlayer turns a conda environment into an OCI image with one content-addressed layer per package.
 //!
 //! Data flows one way through named stages, one module each:
-//! [`spec`] → [`solve`] → [`fetch`] → [`install`] → [`layer`] → [`image`], joined by [`build::build`].
+//! [`spec`] → [`solve`] → [`fetch`] → [`install`] → [`layer`] → [`image`] → [`push`], the first six
+//! joined by [`build::build`]. [`registry`] is the distribution-API client that `push` and remote bases use.
 //! Tar, compression, digests and layer planning live in the `envlayer-layers` crate.
 #![deny(missing_docs)]
 
@@ -11,11 +12,13 @@ pub mod fetch;
 pub mod image;
 pub mod install;
 pub mod layer;
+pub mod push;
+pub mod registry;
 pub mod reporter;
 pub mod solve;
 pub mod spec;
 pub mod synth;
 
-pub use build::{build, BuildError, BuildOptions, BuildSummary};
+pub use build::{build, BuildError, BuildOptions, BuildOutput, BuildSummary};
 pub use envlayer_layers::{Compression, Digest};
 pub use reporter::{NoReporter, Reporter, Stage};

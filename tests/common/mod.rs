@@ -143,3 +143,83 @@ pub fn env_file(dir: &Path, name: &str, channels: &[&Path], deps: &[&str]) -> Pa
     std::fs::write(&p, s).unwrap();
     p
 }
+
+/// A service started by a registry-test script (registry, token server, containerd); everything it
+/// started is killed when this is dropped, so no test leaves a process running.
+pub struct Service {
+    /// Its work folder.
+    pub dir: PathBuf,
+    /// What the script printed (a URL or a socket path).
+    pub endpoint: String,
+}
+
+impl Service {
+    /// Runs `registry-test/SCRIPT ARGS` with `env`; `dir` is the work folder the script writes `pids` to.
+    pub fn start(script: &str, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Service {
+        let mut cmd = Command::new("bash");
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("registry-test").join(script)).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let endpoint = run(&mut cmd).trim().to_string();
+        Service { dir: dir.to_path_buf(), endpoint }
+    }
+
+    /// A registry in `mode` (plain, htpasswd, token, tls).
+    pub fn registry(mode: &str, dir: &Path, env: &[(&str, &str)]) -> Service {
+        Service::start("start-registry.sh", &[mode, dir.to_str().unwrap()], dir, env)
+    }
+
+    /// containerd allowed to pull over plain HTTP from `registries`.
+    pub fn containerd(dir: &Path, registries: &[&str]) -> Service {
+        let mut args = vec![dir.to_str().unwrap()];
+        args.extend(registries);
+        Service::start("start-containerd.sh", &args, dir, &[])
+    }
+
+    /// `host:port` of a registry.
+    pub fn addr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("addr")).unwrap().trim().to_string()
+    }
+
+    /// The registry's log (its access log counts requests).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(self.dir.join("pids")) {
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill").arg(pid).status();
+            }
+        }
+    }
+}
+
+/// Counts completed blob uploads (`PUT .../blobs/uploads/...` answered 201) in a registry's access log.
+pub fn uploads_in_log(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/") && l.contains("\" 201 ")).count()
+}
+
+/// A docker config directory with `auths` for `registry`.
+pub fn docker_config(dir: &Path, registry: &str, user: &str, password: &str) -> PathBuf {
+    let d = dir.join("docker-config");
+    std::fs::create_dir_all(&d).unwrap();
+    let auth = envlayer::registry::auth::base64_encode(format!("{user}:{password}").as_bytes());
+    std::fs::write(d.join("config.json"), format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    d
+}
+
+/// Runs envlayer with extra environment variables; returns (success, stdout, stderr).
+pub fn envlayer_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_envlayer"));
+    cmd.args(args).current_dir(cwd).env_remove("SOURCE_DATE_EPOCH").env_remove("ENVLAYER_CACHE_DIR");
+    cmd.env_remove("DOCKER_CONFIG").env_remove("REGISTRY_AUTH_FILE").env("HOME", cwd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run envlayer");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
