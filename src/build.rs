@@ -6,7 +6,7 @@ use crate::install::{install_package, InstallTarget, PackageFacts};
 use crate::layer::{group_key, package_key, CachedLayer, LayerCache, LayerParams};
 use crate::reporter::{Reporter, Stage};
 use crate::solve::{self, SolveInput, Solved};
-use crate::spec::EnvSpec;
+use crate::spec::{EnvSpec, InstallMode};
 use envlayer_layers::{pack_to_file, plan_layers, Compression, Digest, PackOptions, PlanItem, Source};
 use futures::StreamExt;
 use rattler_conda_types::{RepoDataRecord, Subdir};
@@ -82,6 +82,17 @@ pub struct BuildOptions {
     pub now: jiff::Timestamp,
     /// How many layers are built at once.
     pub jobs: usize,
+    /// How long the image is fresh (the `quay.expires-after` label and the `io.envlayer.expires`
+    /// annotation); none for images that do not expire.
+    pub ttl: Option<std::time::Duration>,
+    /// Labels for the config, over the environment file's.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the manifest, over the environment file's.
+    pub annotations: BTreeMap<String, String>,
+    /// Overrides the environment file's `envlayer: install:`.
+    pub install: Option<InstallMode>,
+    /// envlayer's own binary, put in runtime-install images as their installer.
+    pub runtime_installer: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -103,6 +114,11 @@ impl BuildOptions {
             source_date_epoch: None,
             now: jiff::Timestamp::now(),
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            ttl: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            install: None,
+            runtime_installer: None,
         }
     }
 
@@ -358,6 +374,62 @@ impl Ctx<'_> {
     }
 }
 
+/// Manifest annotation: when the image stops being fresh (RFC 3339).
+pub const ANNOTATION_EXPIRES: &str = "io.envlayer.expires";
+/// Manifest annotation and config label: `baked` or `runtime`.
+pub const ANNOTATION_INSTALL: &str = "io.envlayer.install";
+/// Manifest annotation: how many packages the environment has.
+pub const ANNOTATION_PACKAGE_COUNT: &str = "io.envlayer.packages.count";
+
+/// `24h`, `90m`, `45s`: a TTL the way Quay's `quay.expires-after` label reads it.
+pub fn format_ttl(ttl: std::time::Duration) -> String {
+    let s = ttl.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The environment's identity: a hash of its normalized inputs (specs, channels, platform, prefix,
+/// virtual packages, base image digest, and every option that changes the image's bytes). The same
+/// environment always has the same identity; a changed one never shares it. It is computed without
+/// touching any channel, so looking an environment up costs no solve.
+pub fn identity(opts: &BuildOptions, spec: &EnvSpec, base_digest: Option<&Digest>) -> Result<String, BuildError> {
+    let channels = solve::channel_urls(&spec.channels, &spec.root_dir)?;
+    let virtual_packages =
+        solve::override_virtual_packages(solve::default_virtual_packages(opts.platform), &opts.virtual_packages)?;
+    let mut specs: Vec<String> = spec.specs.iter().map(|s| s.to_string()).collect();
+    specs.sort();
+    let prefix = opts.prefix.clone().unwrap_or_else(|| format!("/opt/conda/envs/{}", spec.name));
+    let mut labels = spec.envlayer.labels.clone();
+    labels.extend(opts.labels.clone());
+    let mut annotations = spec.envlayer.annotations.clone();
+    annotations.extend(opts.annotations.clone());
+    let lock = match &opts.lock {
+        Some(l) => Some(Digest::of(&std::fs::read(l).map_err(io_err(l))?).to_string()),
+        None => None,
+    };
+    Ok(Digest::of(&image::canonical_json(&serde_json::json!({
+        "format": crate::layer::LAYER_FORMAT,
+        "name": spec.name,
+        "specs": specs,
+        "channels": channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>(),
+        "platform": opts.platform.as_str(),
+        "prefix": prefix,
+        "virtual_packages": virtual_packages.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "base": base_digest.map(|d| d.to_string()),
+        "compression": opts.compression.id(),
+        "max_layers": opts.max_layers,
+        "lock": lock,
+        "install": opts.install.unwrap_or(spec.envlayer.install),
+        "ttl": opts.ttl.map(format_ttl),
+        "labels": labels,
+        "annotations": annotations,
+    })))
+    .hex())
+}
+
 /// Builds the environment described by `opts` into an OCI image layout. On any error nothing is left at
 /// the output path (an earlier image there stays as it was).
 pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOutput, BuildError> {
@@ -452,7 +524,12 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         .iter()
         .map(|r| PlanItem { key: r.package_record.name.as_normalized().to_string(), size: r.package_record.size.unwrap_or(0) })
         .collect();
-    let plan = plan_layers(&items, budget);
+    let install_mode = opts.install.unwrap_or(spec.envlayer.install);
+    let plan = match install_mode {
+        InstallMode::Baked => plan_layers(&items, budget),
+        // Runtime install: no package layers at all; the container installs them when it starts.
+        InstallMode::Runtime => Vec::new(),
+    };
 
     let t1 = Instant::now();
     let ctx = Ctx {
@@ -537,10 +614,21 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         None => opts.now.to_string(),
     };
 
-    // The environment layer: what belongs to the environment as a whole.
-    let history = env_history(&created, &spec, &records);
+    // The environment layer: what belongs to the environment as a whole: conda's history, and the lock
+    // (so the image carries exactly what it was built from: `conda-meta/envlayer.lock`).
+    let history = if install_mode == InstallMode::Baked { env_history(&created, &spec, &records) } else { String::new() };
+    let lock_text = {
+        let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(ctx.cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
+        let path = tmp.path().join("lock");
+        solve::write_lock(&Solved { records: records.clone() }, &channels, opts.platform, &path)?;
+        std::fs::read_to_string(&path).map_err(io_err(&path))?
+    };
+    let installer_digest = match (install_mode, &opts.runtime_installer) {
+        (InstallMode::Runtime, Some(p)) => Some(crate::layer::digest_file(p).map_err(io_err(p))?.0.to_string()),
+        _ => None,
+    };
     let env_key = Digest::of(
-        &image::canonical_json(&serde_json::json!({"history": history, "prefix": prefix, "compression": opts.compression.id(), "mtime": ctx.params.mtime, "format": crate::layer::LAYER_FORMAT})),
+        &image::canonical_json(&serde_json::json!({"installer": installer_digest, "history": history, "lock": lock_text, "prefix": prefix, "install": install_mode, "compression": opts.compression.id(), "mtime": ctx.params.mtime, "format": crate::layer::LAYER_FORMAT})),
     )
     .hex();
     let env_layer = match ctx.cache.get(&env_key) {
@@ -548,10 +636,22 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         None => {
             let tmp = tempfile::Builder::new().prefix("env-").tempdir_in(ctx.cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
             let root = tmp.path().join("root");
-            std::fs::create_dir_all(root.join("conda-meta")).map_err(io_err(&root))?;
-            std::fs::write(root.join("conda-meta").join("history"), &history).map_err(io_err(&root))?;
+            let meta = root.join("conda-meta");
+            std::fs::create_dir_all(&meta).map_err(io_err(&root))?;
+            if install_mode == InstallMode::Baked {
+                std::fs::write(meta.join("history"), &history).map_err(io_err(&meta))?;
+                std::fs::write(meta.join("envlayer.lock"), &lock_text).map_err(io_err(&meta))?;
+            }
+            let mut sources = vec![Source { root, dest: prefix.trim_start_matches('/').to_string() }];
+            if install_mode == InstallMode::Runtime {
+                let installer = opts.runtime_installer.clone().ok_or_else(|| {
+                    BuildError::Options("runtime install needs envlayer's own binary as the installer".into())
+                })?;
+                let rt = tmp.path().join("runtime");
+                crate::runtime::write_runtime_dir(&rt, &installer, &lock_text, &spec.name, &prefix).map_err(io_err(&rt))?;
+                sources.push(Source { root: rt, dest: crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string() });
+            }
             let blob = tmp.path().join("layer.blob");
-            let sources = [Source { root, dest: prefix.trim_start_matches('/').to_string() }];
             let opts_pack = PackOptions { mtime: ctx.params.mtime, threads: 2 };
             let (layer, _) = pack_to_file(&sources, &opts_pack, opts.compression, &blob)
                 .map_err(|source| BuildError::Pack { packages: "environment".into(), source })?;
@@ -564,20 +664,8 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     reporter.advance(Stage::Pack, "environment");
     reporter.finish(Stage::Pack);
 
-    // Inputs hash: what decides the image, for naming and lookups.
-    let inputs_hash = Digest::of(&image::canonical_json(&serde_json::json!({
-        "format": crate::layer::LAYER_FORMAT,
-        "specs": spec.specs.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        "channels": channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>(),
-        "platform": opts.platform.as_str(),
-        "prefix": prefix,
-        "virtual_packages": virtual_packages.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-        "base": base.as_ref().map(|b| b.manifest_digest.to_string()),
-        "compression": opts.compression.id(),
-        "max_layers": opts.max_layers,
-        "lock": opts.lock.as_ref().and_then(|l| std::fs::read(l).ok()).map(|b| Digest::of(&b).to_string()),
-    })))
-    .hex();
+    // The identity: what decides the image, for naming and lookups.
+    let inputs_hash = identity(opts, &spec, base.as_ref().map(|b| &b.manifest_digest))?;
 
     // Assemble.
     let mut new_layers = Vec::new();
@@ -634,7 +722,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         layer: env_layer.0.layer.clone(),
         path: ctx.cache.blob_path(&env_layer.0.layer.digest),
         annotations: BTreeMap::from([(image::ANNOTATION_PACKAGES.to_string(), String::new())]),
-        created_by: format!("envlayer: environment {}", spec.name),
+        created_by: format!("envlayer: environment {} ({install_mode:?})", spec.name),
     });
     layer_summaries.push(LayerSummary {
         digest: env_layer.0.layer.digest.to_string(),
@@ -653,12 +741,34 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     if let Some(origin) = &base_origin {
         labels.insert(image::LABEL_BASE.to_string(), origin.clone());
     }
-    let annotations = BTreeMap::from([
+    let install_name = match install_mode {
+        InstallMode::Baked => "baked",
+        InstallMode::Runtime => "runtime",
+    };
+    labels.insert(ANNOTATION_INSTALL.to_string(), install_name.to_string());
+    if let Some(ttl) = opts.ttl {
+        labels.insert("quay.expires-after".to_string(), format_ttl(ttl));
+    }
+    labels.extend(spec.envlayer.labels.clone());
+    labels.extend(opts.labels.clone());
+    let mut annotations = spec.envlayer.annotations.clone();
+    annotations.extend(opts.annotations.clone());
+    annotations.extend([
         (image::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
         (image::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
-        ("org.opencontainers.image.created".to_string(), manifest_created),
+        (ANNOTATION_INSTALL.to_string(), install_name.to_string()),
+        (ANNOTATION_PACKAGE_COUNT.to_string(), records.len().to_string()),
+        ("org.opencontainers.image.created".to_string(), manifest_created.clone()),
     ]);
-    let settings = ImageSettings { os_arch, env, labels, created, annotations };
+    if let Some(ttl) = opts.ttl {
+        let start: jiff::Timestamp = manifest_created.parse().unwrap_or(opts.now);
+        let expires = start
+            .checked_add(jiff::SignedDuration::from_secs(ttl.as_secs() as i64))
+            .map_err(|e| BuildError::Options(format!("--ttl: {e}")))?;
+        annotations.insert(ANNOTATION_EXPIRES.to_string(), expires.to_string());
+    }
+    let entrypoint = (install_mode == InstallMode::Runtime).then(crate::runtime::entrypoint);
+    let settings = ImageSettings { os_arch, env, labels, created, annotations, entrypoint };
     let img = image::assemble(base.as_ref(), &new_layers, &settings);
 
     // Write: into a temporary folder beside the output, then renamed into place.

@@ -200,6 +200,8 @@ pub struct ImageSettings {
     pub created: String,
     /// Manifest annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Replaces the base's entrypoint (runtime-install images start with envlayer's installer).
+    pub entrypoint: Option<Vec<String>>,
 }
 
 /// An assembled image: its config and manifest bytes and the blobs they name.
@@ -256,6 +258,9 @@ pub fn assemble(base: Option<&BaseImage>, layers: &[NewLayer], settings: &ImageS
         .unwrap_or_default();
     labels.extend(settings.labels.clone());
     config["config"]["Labels"] = json!(labels);
+    if let Some(ep) = &settings.entrypoint {
+        config["config"]["Entrypoint"] = json!(ep);
+    }
     let mut diff_ids: Vec<Value> =
         if base.is_some() { config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default() } else { vec![] };
     let mut history: Vec<Value> = config["history"].as_array().cloned().unwrap_or_default();

@@ -68,18 +68,29 @@ pub enum SolveError {
     },
 }
 
-/// Resolves the channels of an environment file: paths (relative to `root_dir`), `file://` and `https://`
-/// URLs, and names (`conda-forge` means `https://conda.anaconda.org/conda-forge`).
-pub fn resolve_channels(channels: &[NamedChannelOrUrl], root_dir: &Path) -> Result<Vec<Channel>, SolveError> {
+/// The channels of an environment file as URLs, without looking at them (for identities).
+pub fn channel_urls(channels: &[NamedChannelOrUrl], root_dir: &Path) -> Result<Vec<Channel>, SolveError> {
     let config = ChannelConfig::default_with_root_dir(root_dir.to_path_buf());
     channels
         .iter()
         .map(|c| {
+            c.clone()
+                .into_channel(&config)
+                .map_err(|e| SolveError::Channel { channel: c.to_string(), reason: e.to_string() })
+        })
+        .collect()
+}
+
+/// Resolves the channels of an environment file: paths (relative to `root_dir`), `file://` and `https://`
+/// URLs, and names (`conda-forge` means `https://conda.anaconda.org/conda-forge`). Local channels must
+/// exist and look like channels.
+pub fn resolve_channels(channels: &[NamedChannelOrUrl], root_dir: &Path) -> Result<Vec<Channel>, SolveError> {
+    let resolved = channel_urls(channels, root_dir)?;
+    channels
+        .iter()
+        .zip(resolved)
+        .map(|(c, channel)| {
             let written = c.to_string();
-            let channel = c.clone().into_channel(&config).map_err(|e| SolveError::Channel {
-                channel: written.clone(),
-                reason: e.to_string(),
-            })?;
             if let Ok(dir) = channel.base_url.url().to_file_path() {
                 if !dir.is_dir() {
                     return Err(SolveError::Channel {

@@ -4,6 +4,33 @@
 use rattler_conda_types::{MatchSpec, NamedChannelOrUrl};
 use std::path::{Path, PathBuf};
 
+/// How an environment reaches the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallMode {
+    /// Every package baked into layers (the default).
+    #[default]
+    Baked,
+    /// No package layers: the image installs the environment when the container starts (the
+    /// per-environment opt-out, for packages that break when baked).
+    Runtime,
+}
+
+/// The `envlayer:` section of an environment file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvlayerSection {
+    /// `install: runtime` opts this environment out of baked layers.
+    #[serde(default)]
+    pub install: InstallMode,
+    /// Labels for the image config.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Annotations for the image manifest.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
 /// A conda environment as the user wrote it.
 #[derive(Debug, Clone)]
 pub struct EnvSpec {
@@ -17,6 +44,24 @@ pub struct EnvSpec {
     pub root_dir: PathBuf,
     /// The file it came from.
     pub source: PathBuf,
+    /// The `envlayer:` section.
+    pub envlayer: EnvlayerSection,
+}
+
+/// Checks the platform's rule for environment names: 2-63 characters of lowercase letters, digits and
+/// '-', starting and ending with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = (2..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "environment name {name:?} is invalid: use 2-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
 }
 
 /// Why an environment file could not be used.
@@ -71,6 +116,11 @@ impl EnvSpec {
         }
         let env = rattler_conda_types::EnvironmentYaml::from_yaml_str(text).map_err(|e| syntax(path, &e))?;
         let name = env.name.clone().filter(|n| !n.trim().is_empty()).ok_or_else(|| invalid("no `name:`".into()))?;
+        check_name(&name).map_err(invalid)?;
+        let envlayer: EnvlayerSection = match doc.get("envlayer") {
+            Some(v) => serde_yaml::from_value(v.clone()).map_err(|e| invalid(format!("envlayer section: {e}")))?,
+            None => EnvlayerSection::default(),
+        };
         if let Some(pip) = env.pip_specs() {
             if !pip.is_empty() {
                 return Err(invalid(format!(
@@ -92,7 +142,7 @@ impl EnvSpec {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let root_dir = std::path::absolute(&root_dir).unwrap_or(root_dir);
-        Ok(Self { name, channels: env.channels, specs, root_dir, source: path.to_path_buf() })
+        Ok(Self { name, channels: env.channels, specs, root_dir, source: path.to_path_buf(), envlayer })
     }
 }
 
@@ -124,6 +174,27 @@ mod tests {
     }
 
     #[test]
+    fn names_follow_the_platform_rule_and_the_envlayer_section_is_read() {
+        for bad in ["a", "-ab", "ab-", "Ab", "a_b", &"a".repeat(64)] {
+            let e = EnvSpec::from_yaml_str(&format!("name: '{bad}'\nchannels: [c]\ndependencies: [x]\n"), Path::new("e.yaml"));
+            assert!(e.unwrap_err().to_string().contains("2-63"), "{bad}");
+        }
+        for good in ["ab", "a-1", &"a".repeat(63)] {
+            EnvSpec::from_yaml_str(&format!("name: '{good}'\nchannels: [c]\ndependencies: [x]\n"), Path::new("e.yaml")).unwrap();
+        }
+        let s = EnvSpec::from_yaml_str(
+            "name: ab\nchannels: [c]\ndependencies: [x]\nenvlayer:\n  install: runtime\n  labels: {team: ml}\n  annotations: {owner: me}\n",
+            Path::new("e.yaml"),
+        )
+        .unwrap();
+        assert_eq!(s.envlayer.install, InstallMode::Runtime);
+        assert_eq!(s.envlayer.labels["team"], "ml");
+        assert_eq!(s.envlayer.annotations["owner"], "me");
+        let e = EnvSpec::from_yaml_str("name: ab\nchannels: [c]\ndependencies: [x]\nenvlayer:\n  instal: runtime\n", Path::new("e.yaml"));
+        assert!(e.unwrap_err().to_string().contains("instal"));
+    }
+
+    #[test]
     fn malformed_yaml_names_line_and_column() {
         let e = EnvSpec::from_yaml_str("name: demo\nchannels: [a\ndependencies:\n  - x\n", Path::new("e.yaml"))
             .unwrap_err();
@@ -134,11 +205,11 @@ mod tests {
 
     #[test]
     fn bad_match_spec_and_missing_fields_are_errors() {
-        let e = EnvSpec::from_yaml_str("name: d\nchannels: [c]\ndependencies:\n  - 'python >>= 3'\n", Path::new("e.yaml"));
+        let e = EnvSpec::from_yaml_str("name: dd\nchannels: [c]\ndependencies:\n  - 'python >>= 3'\n", Path::new("e.yaml"));
         assert!(e.is_err());
         let e = EnvSpec::from_yaml_str("channels: [c]\ndependencies: [x]\n", Path::new("e.yaml")).unwrap_err();
         assert!(e.to_string().contains("name"), "{e}");
-        let e = EnvSpec::from_yaml_str("name: d\nchannels: [c]\ndependencies: [x, {pip: [requests]}]\n", Path::new("e.yaml"))
+        let e = EnvSpec::from_yaml_str("name: dd\nchannels: [c]\ndependencies: [x, {pip: [requests]}]\n", Path::new("e.yaml"))
             .unwrap_err();
         assert!(e.to_string().contains("pip"), "{e}");
     }

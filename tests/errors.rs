@@ -23,7 +23,7 @@ fn fails(dir: &Path, env: &Path, expect: &[&str]) -> String {
 #[test]
 fn unsolvable_spec_names_the_conflict() {
     let dir = scratch("err-unsolvable");
-    let env = env_file(&dir, "u", &[&channels().join("test-recipes")], &["unsatisfiable"]);
+    let env = env_file(&dir, "unsat", &[&channels().join("test-recipes")], &["unsatisfiable"]);
     fails(&dir, &env, &["cannot be solved", "unsatisfiable", "versioned"]);
 }
 
@@ -41,9 +41,9 @@ fn malformed_yaml_names_line_and_column() {
 #[test]
 fn unknown_channel_is_named() {
     let dir = scratch("err-channel");
-    let env = env_file(&dir, "c", &[Path::new("/nonexistent/channel")], &["python"]);
+    let env = env_file(&dir, "chan-test", &[Path::new("/nonexistent/channel")], &["python"]);
     fails(&dir, &env, &["/nonexistent/channel", "does not exist"]);
-    let env = env_file(&dir, "c", &[&dir], &["python"]);
+    let env = env_file(&dir, "chan-test", &[&dir], &["python"]);
     fails(&dir, &env, &["not a conda channel"]);
 }
 

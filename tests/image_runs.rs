@@ -105,13 +105,16 @@ fn local_python_image_runs_and_matches_a_rattler_install() {
         }
     }
     for path in ours.keys() {
-        if !theirs.contains_key(path) {
+        // conda-meta/envlayer.lock is the lock the image was built from, carried in the environment layer.
+        if !theirs.contains_key(path) && path != "conda-meta/envlayer.lock" {
             differences.push(format!("only in the image: {path}"));
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     let history = std::fs::read_to_string(rootfs.join("opt/conda/envs/demo/conda-meta/history")).unwrap();
     assert!(history.contains("::flask-3.1.3-py_0\n") && history.contains("# update specs:"), "{history}");
+    let lock = std::fs::read_to_string(rootfs.join("opt/conda/envs/demo/conda-meta/envlayer.lock")).unwrap();
+    assert_eq!(lock, std::fs::read_to_string(dir.join("demo.oci.lock")).unwrap(), "the image carries the lock written beside it");
     // And our conda-meta has no build-machine path in it.
     for (path, _) in ours.iter().filter(|(p, _)| p.starts_with("conda-meta/")) {
         let text = std::fs::read_to_string(rootfs.join("opt/conda/envs/demo").join(path)).unwrap();

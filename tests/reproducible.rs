@@ -82,7 +82,7 @@ fn a_corrupt_cache_entry_is_rebuilt_not_used() {
 fn zstd_layers_are_deterministic_and_accepted_by_skopeo() {
     let dir = scratch("zstd");
     let chan = channels().join("local-python");
-    let env = env_file(&dir, "z", &[&chan], &["python=3.11", "rich"]);
+    let env = env_file(&dir, "zs", &[&chan], &["python=3.11", "rich"]);
     let s1 = build_json(&dir, &[env.to_str().unwrap(), "--compression", "zstd", "--cache-dir", "c1", "-o", "z1.oci"]);
     let s2 = build_json(&dir, &[env.to_str().unwrap(), "--compression", "zstd", "--cache-dir", "c2", "-o", "z2.oci", "--jobs", "1"]);
     assert_eq!(digests(&s1), digests(&s2));

@@ -603,6 +603,54 @@ fn is_certificate_error(e: &reqwest::Error) -> bool {
     false
 }
 
+impl Registry {
+    /// Every tag of `repository` (following `Link` pagination); none when the repository does not exist.
+    pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        let what = format!("list tags of {repository}");
+        let scopes = [scope(repository, "pull")];
+        let mut url = self.url(&format!("v2/{repository}/tags/list"));
+        let mut tags = Vec::new();
+        loop {
+            let u = url.clone();
+            let resp = self.send(&what, &scopes, |c| Ok(c.get(u.clone()))).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            if !resp.status().is_success() {
+                let s = resp.status();
+                let b = resp.text().await.unwrap_or_default();
+                return Err(self.unexpected(&what, s, &b));
+            }
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.split(';').next())
+                .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>').to_string());
+            let body: serde_json::Value = resp.json().await.map_err(|e| RegistryError::Invalid(format!("{}: {what}: {e}", self.host)))?;
+            tags.extend(body["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(String::from)));
+            match next {
+                Some(n) => url = self.base.join(&n).map_err(|e| RegistryError::Invalid(format!("{}: bad Link {n:?}: {e}", self.host)))?,
+                None => return Ok(tags),
+            }
+        }
+    }
+
+    /// Deletes a manifest by digest (which removes every tag on it).
+    pub async fn delete_manifest(&self, repository: &str, digest: &Digest) -> Result<(), RegistryError> {
+        let what = format!("DELETE manifest {digest} in {repository}");
+        let url = self.url(&format!("v2/{repository}/manifests/{digest}"));
+        let scopes = [scope(repository, "pull,push,delete")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.delete(url.clone()))).await?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let s = resp.status();
+        let b = resp.text().await.unwrap_or_default();
+        Err(self.unexpected(&what, s, &b))
+    }
+}
+
 fn excerpt(body: &str) -> String {
     let b = body.trim();
     if b.is_empty() {

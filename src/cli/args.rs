@@ -1,0 +1,217 @@
+//! Flags shared by commands, and how they become library options.
+
+use clap::{Args, ValueEnum};
+use envlayer::build::{BaseRef, BuildOptions, RegistrySettings, DEFAULT_MAX_LAYERS};
+use envlayer::registry::{AuthSources, ClientOptions};
+use envlayer::spec::InstallMode;
+use envlayer::Compression;
+use rattler_conda_types::Subdir;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::Result;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Codec {
+    Gzip,
+    Zstd,
+}
+
+#[derive(Args, Clone)]
+pub struct RegistryArgs {
+    /// A registry (host:port) where plain HTTP is allowed when HTTPS fails; loopback always is. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
+    /// A PEM file of CA certificates to trust for registries, besides the system's. Repeatable.
+    #[arg(long = "registry-ca", value_name = "FILE", env = "ENVLAYER_REGISTRY_CA")]
+    pub ca: Vec<PathBuf>,
+    /// Parallel blob uploads.
+    #[arg(long = "push-jobs", default_value_t = 4)]
+    pub push_jobs: usize,
+}
+
+impl RegistryArgs {
+    pub fn settings(&self) -> RegistrySettings {
+        RegistrySettings {
+            auth: AuthSources::from_env(),
+            client: ClientOptions { insecure: self.insecure.clone(), ca_certs: self.ca.clone(), ..ClientOptions::default() },
+        }
+    }
+}
+
+/// The clock: `--now` for tests, else the system's.
+#[derive(Args, Clone)]
+pub struct ClockArgs {
+    /// Pretend it is this time (RFC 3339), e.g. to see what expires tomorrow; tests use it.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+}
+
+impl ClockArgs {
+    pub fn now(&self) -> Result<jiff::Timestamp> {
+        match &self.now {
+            Some(t) => Ok(t.parse().map_err(|e| format!("--now {t:?}: {e}"))?),
+            None => Ok(jiff::Timestamp::now()),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BuildFlags {
+    /// The environment file (conda's environment.yaml format).
+    pub env_file: PathBuf,
+    /// The environment's path in the image [default: /opt/conda/envs/<name>].
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The conda platform of the image.
+    #[arg(long, default_value = "linux-64")]
+    pub platform: String,
+    /// A virtual package of the machine the image runs on, as __name=version[=build]; repeatable.
+    /// Defaults: __unix, __linux=5.10, __glibc=2.28, __archspec=1=<arch>. E.g. --virtual-package __cuda=12.4
+    #[arg(long = "virtual-package", value_name = "SPEC")]
+    pub virtual_packages: Vec<String>,
+    /// The base image: an OCI layout (DIR, DIR:TAG or oci:DIR[:TAG]) or a registry image
+    /// (registry.example.com/repo:tag or docker://...).
+    #[arg(long, value_name = "IMAGE")]
+    pub base: Option<String>,
+    /// Cache of packages, layers and repodata [default: $XDG_CACHE_HOME/envlayer or ~/.cache/envlayer].
+    #[arg(long, env = "ENVLAYER_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: Codec,
+    /// Compression level [default: 6 for gzip, 3 for zstd].
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+    /// The most layers the image may have, base layers included; packages share layers beyond it.
+    #[arg(long, default_value_t = DEFAULT_MAX_LAYERS)]
+    pub max_layers: usize,
+    /// Install exactly what this lock file (rattler_lock format) lists, with no solve.
+    #[arg(long)]
+    pub lock: Option<PathBuf>,
+    /// How long the image is fresh: 24h, 90m, 7d; `never` for no expiry.
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// A label for the image config (KEY=VALUE); repeatable; over the environment file's.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// An annotation for the image manifest (KEY=VALUE); repeatable; over the environment file's.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Opt this environment out of baked layers: the image installs it when the container starts.
+    #[arg(long)]
+    pub runtime_install: bool,
+    /// How many layers to build at once [default: number of CPUs].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
+}
+
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("envlayer")
+}
+
+/// `24h`, `90m`, `30s`, `7d`, `2w`, or `never`.
+pub fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>> {
+    if s == "never" || s == "0" {
+        return Ok(None);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("--ttl {s:?}: expected a number and a unit (s, m, h, d, w), or never"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" | "" => n * 3600,
+        "d" => n * 86400,
+        "w" => n * 7 * 86400,
+        _ => return Err(format!("--ttl {s:?}: unknown unit {unit:?} (s, m, h, d, w)").into()),
+    };
+    Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
+}
+
+fn key_values(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--{flag} {kv:?}: expected KEY=VALUE").into())
+        })
+        .collect()
+}
+
+/// `DIR`, `DIR:TAG`, `oci:DIR[:TAG]` are layouts; `docker://REF` and anything else that parses as a
+/// reference with a registry host is a registry image.
+pub fn parse_base(s: &str) -> Result<BaseRef> {
+    let layout = |p: &str| -> BaseRef {
+        let as_dir = PathBuf::from(p);
+        match p.rsplit_once(':') {
+            Some((dir, tag)) if !as_dir.exists() && !tag.contains('/') => BaseRef::Layout { layout: dir.into(), tag: Some(tag.into()) },
+            _ => BaseRef::Layout { layout: as_dir, tag: None },
+        }
+    };
+    if let Some(p) = s.strip_prefix("oci:") {
+        return Ok(layout(p));
+    }
+    if s.starts_with("docker://") {
+        return Ok(BaseRef::Registry(s.parse()?));
+    }
+    let dir_part = s.rsplit_once(':').map_or(s, |(d, _)| d);
+    if PathBuf::from(s).exists() || PathBuf::from(dir_part).join("index.json").is_file() {
+        return Ok(layout(s));
+    }
+    let first = s.split('/').next().unwrap_or("");
+    if s.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+        return Ok(BaseRef::Registry(s.parse()?));
+    }
+    Err(format!("--base {s:?} is neither an OCI layout on disk nor a registry image (registry.example.com/repo:tag)").into())
+}
+
+impl BuildFlags {
+    /// The library's options; `output` is decided by the command.
+    pub fn options(&self, output: Option<PathBuf>) -> Result<BuildOptions> {
+        let platform = Subdir::from_str(&self.platform).map_err(|e| format!("--platform {}: {e}", self.platform))?;
+        let mut opts = BuildOptions::new(&self.env_file, PathBuf::new(), self.cache_dir.clone().unwrap_or_else(default_cache_dir));
+        opts.output = output;
+        opts.prefix = self.prefix.clone();
+        opts.platform = platform;
+        opts.virtual_packages = self.virtual_packages.clone();
+        opts.base = self.base.as_deref().map(parse_base).transpose()?;
+        opts.registry = self.registry.settings();
+        opts.compression = match (self.compression, self.compression_level) {
+            (Codec::Gzip, None) => Compression::GZIP_DEFAULT,
+            (Codec::Gzip, Some(l)) if (0..=9).contains(&l) => Compression::Gzip(l as u32),
+            (Codec::Zstd, None) => Compression::ZSTD_DEFAULT,
+            (Codec::Zstd, Some(l)) if (1..=22).contains(&l) => Compression::Zstd(l),
+            (_, Some(l)) => return Err(format!("--compression-level {l} is out of range (gzip 0-9, zstd 1-22)").into()),
+        };
+        opts.max_layers = self.max_layers;
+        opts.lock = self.lock.clone();
+        if let Some(jobs) = self.jobs {
+            opts.jobs = jobs.max(1);
+        }
+        opts.ttl = parse_ttl(&self.ttl)?;
+        opts.labels = key_values(&self.labels, "label")?;
+        opts.annotations = key_values(&self.annotations, "annotation")?;
+        opts.install = self.runtime_install.then_some(InstallMode::Runtime);
+        opts.runtime_installer = std::env::current_exe().ok();
+        opts.now = self.clock.now()?;
+        opts.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(s) if !s.is_empty() => Some(s.parse().map_err(|_| format!("SOURCE_DATE_EPOCH={s:?} is not a number"))?),
+            _ => None,
+        };
+        Ok(opts)
+    }
+}

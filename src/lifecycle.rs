@@ -1,0 +1,225 @@
+//! The environment lifecycle on a registry: images tagged by the environment's identity, fresh for a
+//! TTL; `resolve` (use a fresh image, else build and push one), `ls` and `prune`. Time is always passed in
+//! (`now`), never read here, so tests can move the clock.
+
+use crate::build::{self, BaseRef, BuildOptions, BuildSummary, ANNOTATION_EXPIRES, ANNOTATION_INSTALL, ANNOTATION_PACKAGE_COUNT};
+use crate::image::{ANNOTATION_ENV_NAME, ANNOTATION_INPUTS};
+use crate::registry::{self, Reference, Registry, RegistryError};
+use crate::reporter::Reporter;
+use crate::spec::EnvSpec;
+use envlayer_layers::Digest;
+use std::time::Instant;
+
+/// The tag of an environment's image: `<name>-<first 24 hex digits of its identity>`.
+pub fn tag_for(name: &str, identity: &str) -> String {
+    format!("{name}-{}", &identity[..24.min(identity.len())])
+}
+
+/// Where an environment image stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Fresh, with the environment baked in.
+    Ready,
+    /// Past its TTL.
+    Expired,
+    /// Fresh, installing the environment when the container starts.
+    RuntimeInstall,
+}
+
+/// One environment image in a repository.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EnvImage {
+    /// Its tag.
+    pub tag: String,
+    /// `registry/repo@digest`.
+    pub reference: String,
+    /// The manifest digest.
+    pub digest: String,
+    /// The environment's name.
+    pub name: String,
+    /// The environment's identity.
+    pub hash: String,
+    /// Ready, expired or runtime-install.
+    pub status: Status,
+    /// When it was built (RFC 3339).
+    pub created: Option<String>,
+    /// When it expires (RFC 3339); none for images without a TTL.
+    pub expires: Option<String>,
+    /// Seconds until it expires (negative: expired that long ago).
+    pub expires_in_seconds: Option<i64>,
+    /// How many packages.
+    pub packages: usize,
+    /// Bytes of config and layers.
+    pub size: u64,
+}
+
+/// Why a lifecycle command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The registry.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Building.
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
+    /// `--no-build` and no fresh image.
+    #[error("no fresh image of environment {name} in {repo} (tag {tag}) and --no-build was given")]
+    Miss {
+        /// The environment.
+        name: String,
+        /// The repository.
+        repo: String,
+        /// The tag looked for.
+        tag: String,
+    },
+}
+
+/// Reads the image at `tag`; `None` when it does not exist or is not envlayer's.
+pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff::Timestamp) -> Result<Option<EnvImage>, RegistryError> {
+    let (bytes, _, digest) = match registry.get_manifest(&repo.repository, tag).await {
+        Ok(m) => m,
+        Err(RegistryError::Status { status: 404, .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(None) };
+    let a = &manifest["annotations"];
+    let (Some(name), Some(hash)) = (a[ANNOTATION_ENV_NAME].as_str(), a[ANNOTATION_INPUTS].as_str()) else {
+        return Ok(None);
+    };
+    let expires: Option<jiff::Timestamp> = a[ANNOTATION_EXPIRES].as_str().and_then(|e| e.parse().ok());
+    let expired = expires.is_some_and(|e| e <= now);
+    let status = match (expired, a[ANNOTATION_INSTALL].as_str()) {
+        (true, _) => Status::Expired,
+        (false, Some("runtime")) => Status::RuntimeInstall,
+        (false, _) => Status::Ready,
+    };
+    let size = manifest["config"]["size"].as_u64().unwrap_or(0)
+        + manifest["layers"].as_array().map_or(0, |l| l.iter().filter_map(|d| d["size"].as_u64()).sum());
+    Ok(Some(EnvImage {
+        tag: tag.to_string(),
+        reference: repo.by_digest(&digest),
+        digest: digest.to_string(),
+        name: name.to_string(),
+        hash: hash.to_string(),
+        status,
+        created: a["org.opencontainers.image.created"].as_str().map(String::from),
+        expires: expires.map(|e| e.to_string()),
+        expires_in_seconds: expires.map(|e| e.as_second() - now.as_second()),
+        packages: a[ANNOTATION_PACKAGE_COUNT].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
+        size,
+    }))
+}
+
+/// Every envlayer environment image in `repo`, sorted by tag.
+pub async fn list(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<Vec<EnvImage>, RegistryError> {
+    let mut tags = registry.list_tags(&repo.repository).await?;
+    tags.sort();
+    let mut out = Vec::new();
+    for tag in tags {
+        if let Some(img) = inspect(registry, repo, &tag, now).await? {
+            out.push(img);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the expired envlayer images of `repo` (manifest DELETE by digest), unless `dry_run`. Images
+/// that are not envlayer's, not expired, or share their digest with a tag that is either, are kept.
+pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, dry_run: bool) -> Result<Vec<EnvImage>, RegistryError> {
+    let mut tags = registry.list_tags(&repo.repository).await?;
+    tags.sort();
+    let mut expired = Vec::new();
+    let mut keep = std::collections::BTreeSet::new();
+    for tag in tags {
+        match inspect(registry, repo, &tag, now).await? {
+            Some(img) if img.status == Status::Expired => expired.push(img),
+            Some(img) => {
+                keep.insert(img.digest);
+            }
+            None => {
+                // Not envlayer's: remember its digest so a shared manifest is never deleted.
+                if let Ok((_, _, d)) = registry.get_manifest(&repo.repository, &tag).await {
+                    keep.insert(d.to_string());
+                }
+            }
+        }
+    }
+    expired.retain(|img| !keep.contains(&img.digest));
+    if !dry_run {
+        let mut done = std::collections::BTreeSet::new();
+        for img in &expired {
+            if done.insert(img.digest.clone()) {
+                let digest: Digest = img.digest.parse().map_err(|_| RegistryError::Invalid(format!("bad digest {}", img.digest)))?;
+                registry.delete_manifest(&repo.repository, &digest).await?;
+            }
+        }
+    }
+    Ok(expired)
+}
+
+/// What `resolve` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Resolved {
+    /// `registry/repo@sha256:...`.
+    pub reference: String,
+    /// Whether a fresh image was found (no solve, no build).
+    pub hit: bool,
+    /// The image.
+    pub image: EnvImage,
+    /// The build, on a miss.
+    pub build: Option<BuildSummary>,
+    /// The push, on a miss.
+    pub push: Option<crate::push::PushReport>,
+    /// Milliseconds per stage (`lookup`, and on a miss `build` and `push`).
+    pub timings_ms: std::collections::BTreeMap<String, u64>,
+}
+
+/// Finds a fresh image of the environment in `repo`, or builds and pushes one; `refresh` forces a
+/// build (and a new solve). `opts.now` is the clock; `opts.output` is normally `None`.
+pub async fn resolve(
+    opts: &BuildOptions,
+    repo: &Reference,
+    refresh: bool,
+    no_build: bool,
+    push_jobs: usize,
+    reporter: &dyn Reporter,
+) -> Result<Resolved, LifecycleError> {
+    let mut timings = std::collections::BTreeMap::new();
+    let t0 = Instant::now();
+    let spec = EnvSpec::from_path(&opts.env_file).map_err(build::BuildError::from)?;
+    let base_digest = match &opts.base {
+        Some(BaseRef::Layout { layout, tag }) => {
+            Some(crate::image::read_oci_layout(layout, tag.as_deref()).map_err(build::BuildError::from)?.manifest_digest)
+        }
+        Some(BaseRef::Registry(r)) => {
+            let reg = registry::connect(r, &opts.registry.auth, &opts.registry.client).await?;
+            let (os, arch, _) = build::oci_platform(opts.platform)?;
+            Some(registry::read_base(&reg, r, &os, &arch).await?.manifest_digest)
+        }
+        None => None,
+    };
+    let identity = build::identity(opts, &spec, base_digest.as_ref())?;
+    let tag = tag_for(&spec.name, &identity);
+    let registry = registry::connect(repo, &opts.registry.auth, &opts.registry.client).await?;
+    let found = inspect(&registry, repo, &tag, opts.now).await?;
+    timings.insert("lookup".to_string(), t0.elapsed().as_millis() as u64);
+    if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
+        return Ok(Resolved { reference: img.reference.clone(), hit: true, image: img, build: None, push: None, timings_ms: timings });
+    }
+    if no_build {
+        return Err(LifecycleError::Miss { name: spec.name, repo: repo.to_string(), tag });
+    }
+    let t1 = Instant::now();
+    let built = build::build(opts, reporter).await?;
+    timings.insert("build".to_string(), t1.elapsed().as_millis() as u64);
+    let t2 = Instant::now();
+    let target = Reference { tag: Some(tag.clone()), digest: None, ..repo.clone() };
+    let mut locations = crate::push::BlobLocations::load(&opts.cache_dir, &repo.registry);
+    let push = crate::push::push_image(&registry, &target, &built.image, push_jobs, &mut locations).await?;
+    timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);
+    let img = inspect(&registry, repo, &tag, opts.now)
+        .await?
+        .ok_or_else(|| RegistryError::Invalid(format!("{repo}:{tag} is missing right after the push")))?;
+    Ok(Resolved { reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), push: Some(push), timings_ms: timings })
+}

@@ -1,0 +1,87 @@
+//! Runtime-install images: the per-environment opt-out from baked layers. The image carries the base,
+//! envlayer's own binary as the installer, and the environment's lock; `envlayer runtime -- CMD` (the
+//! image's entrypoint) installs the locked packages from their channels at the first start, marks the
+//! environment done, then runs CMD. Later starts find the mark and run CMD at once.
+
+use std::path::{Path, PathBuf};
+
+/// Where the installer, lock and settings live in the image.
+pub const RUNTIME_DIR: &str = "/opt/envlayer";
+/// The file that marks an environment as fully installed (written last).
+pub const DONE_MARK: &str = "conda-meta/.envlayer-installed";
+
+/// The entrypoint of runtime-install images.
+pub fn entrypoint() -> Vec<String> {
+    vec![format!("{RUNTIME_DIR}/bin/envlayer"), "runtime".into(), "--".into()]
+}
+
+/// Writes the runtime folder: `bin/envlayer`, `env.lock`, `env.json`.
+pub fn write_runtime_dir(dir: &Path, installer: &Path, lock: &str, name: &str, prefix: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("bin"))?;
+    std::fs::copy(installer, dir.join("bin/envlayer"))?;
+    std::fs::set_permissions(dir.join("bin/envlayer"), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(dir.join("env.lock"), lock)?;
+    let settings = serde_json::json!({"name": name, "prefix": prefix});
+    std::fs::write(dir.join("env.json"), crate::image::canonical_json(&settings))
+}
+
+/// Why a runtime install failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image's runtime folder is missing or unreadable.
+    #[error("{path}: {reason}")]
+    Setup {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Installing the packages failed; nothing was marked as done.
+    #[error("installing environment {name} into {prefix} failed")]
+    Install {
+        /// The environment.
+        name: String,
+        /// Its prefix.
+        prefix: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Installs the environment described in `runtime_dir` unless it is marked done. Returns whether it
+/// installed anything.
+pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> {
+    let setup = |path: &Path, reason: String| RuntimeError::Setup { path: path.to_path_buf(), reason };
+    let json_path = runtime_dir.join("env.json");
+    let settings: serde_json::Value = std::fs::read(&json_path)
+        .map_err(|e| setup(&json_path, e.to_string()))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| setup(&json_path, e.to_string())))?;
+    let name = settings["name"].as_str().unwrap_or_default().to_string();
+    let prefix = PathBuf::from(settings["prefix"].as_str().unwrap_or_default());
+    if prefix.join(DONE_MARK).is_file() {
+        return Ok(false);
+    }
+    let lock = runtime_dir.join("env.lock");
+    let platform = rattler_conda_types::Subdir::current().unwrap_or(rattler_conda_types::Subdir::Linux64);
+    let records = crate::solve::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Install {
+        name: name.clone(),
+        prefix: prefix.display().to_string(),
+        source,
+    };
+    eprintln!("envlayer: installing {} packages of {name} into {} ...", records.len(), prefix.display());
+    rattler::install::Installer::new()
+        .with_target_platform(platform)
+        .with_package_cache(rattler::package_cache::PackageCache::new(runtime_dir.join("pkgs")))
+        .install(&prefix, records)
+        .await
+        .map_err(|e| fail(Box::new(e)))?;
+    // The mark goes last: an interrupted install is redone at the next start.
+    let mark = prefix.join(DONE_MARK);
+    std::fs::write(&mark, b"").map_err(|e| fail(Box::new(e)))?;
+    let _ = std::fs::remove_dir_all(runtime_dir.join("pkgs"));
+    eprintln!("envlayer: environment {name} ready");
+    Ok(true)
+}
