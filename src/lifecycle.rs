@@ -111,29 +111,44 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
     }))
 }
 
-/// Every envlayer environment image in `repo`, sorted by tag.
+/// Every envlayer environment image in `repo`, one per manifest (named by its shortest tag), by tag.
 pub async fn list(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<Vec<EnvImage>, RegistryError> {
     let mut tags = registry.list_tags(&repo.repository).await?;
-    tags.sort();
-    let mut out = Vec::new();
+    tags.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+    let mut out: Vec<EnvImage> = Vec::new();
     for tag in tags {
         if let Some(img) = inspect(registry, repo, &tag, now).await? {
-            out.push(img);
+            if !out.iter().any(|o| o.digest == img.digest) {
+                out.push(img);
+            }
         }
     }
+    out.sort_by(|a, b| a.tag.cmp(&b.tag));
     Ok(out)
+}
+
+/// The immutable tag of one build: `<tag>-<build time as YYYYMMDDhhmmss>`, so an image stays listed
+/// (and prunable) after its environment's tag has moved to a newer build.
+pub fn build_tag(tag: &str, created: &str) -> String {
+    let stamp: String = created.chars().filter(|c| c.is_ascii_digit()).take(14).collect();
+    format!("{tag}-{stamp}")
 }
 
 /// Deletes the expired envlayer images of `repo` (manifest DELETE by digest), unless `dry_run`. Images
 /// that are not envlayer's, not expired, or share their digest with a tag that is either, are kept.
 pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, dry_run: bool) -> Result<Vec<EnvImage>, RegistryError> {
     let mut tags = registry.list_tags(&repo.repository).await?;
-    tags.sort();
-    let mut expired = Vec::new();
+    tags.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+    let mut expired: Vec<EnvImage> = Vec::new();
     let mut keep = std::collections::BTreeSet::new();
     for tag in tags {
         match inspect(registry, repo, &tag, now).await? {
-            Some(img) if img.status == Status::Expired => expired.push(img),
+            Some(img) if img.status == Status::Expired => {
+                // One entry per manifest (deleting it removes all its tags), named by its shortest tag.
+                if !expired.iter().any(|e| e.digest == img.digest) {
+                    expired.push(img);
+                }
+            }
             Some(img) => {
                 keep.insert(img.digest);
             }
@@ -217,6 +232,14 @@ pub async fn resolve(
     let target = Reference { tag: Some(tag.clone()), digest: None, ..repo.clone() };
     let mut locations = crate::push::BlobLocations::load(&opts.cache_dir, &repo.registry);
     let push = crate::push::push_image(&registry, &target, &built.image, push_jobs, &mut locations).await?;
+    let created = serde_json::from_slice::<serde_json::Value>(&built.image.manifest).ok().and_then(|m| {
+        m["annotations"]["org.opencontainers.image.created"].as_str().map(String::from)
+    });
+    if let Some(created) = created {
+        registry
+            .put_manifest(&repo.repository, &build_tag(&tag, &created), &built.image.manifest, "application/vnd.oci.image.manifest.v1+json")
+            .await?;
+    }
     timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);
     let img = inspect(&registry, repo, &tag, opts.now)
         .await?

@@ -72,7 +72,20 @@ pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> 
         source,
     };
     eprintln!("envlayer: installing {} packages of {name} into {} ...", records.len(), prefix.display());
+    // The image may have no CA certificates (a slim base): then only http channels can work, so say so
+    // instead of failing on the first https request.
+    let client = match reqwest::Client::builder().build() {
+        Ok(c) => c,
+        Err(_) => {
+            eprintln!("envlayer: warning: no CA certificates in this image; https channels will fail (install ca-certificates in the base)");
+            reqwest::Client::builder()
+                .tls_certs_only(Vec::new())
+                .build()
+                .map_err(|e| fail(Box::new(e)))?
+        }
+    };
     rattler::install::Installer::new()
+        .with_download_client(client)
         .with_target_platform(platform)
         .with_package_cache(rattler::package_cache::PackageCache::new(runtime_dir.join("pkgs")))
         .install(&prefix, records)
