@@ -2,8 +2,8 @@
 
 use crate::fetch::PackageStore;
 use crate::image::{self, BaseImage, ImageSettings, NewLayer};
-use crate::install::{install_package, InstallTarget, PackageFacts};
-use crate::layer::{group_key, package_key, CachedLayer, LayerCache, LayerParams};
+use crate::install::InstallTarget;
+use crate::layer::{package_key, CachedLayer, LayerCache, LayerParams};
 use crate::reporter::{Reporter, Stage};
 use crate::solve::{self, SolveInput, Solved};
 use crate::spec::{EnvSpec, InstallMode};
@@ -12,8 +12,7 @@ use futures::StreamExt;
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// The image a build goes on top of.
@@ -93,6 +92,10 @@ pub struct BuildOptions {
     pub install: Option<InstallMode>,
     /// envlayer's own binary, put in runtime-install images as their installer.
     pub runtime_installer: Option<PathBuf>,
+    /// What to do with packages that have link scripts.
+    pub link_scripts: crate::scripts::LinkScriptPolicy,
+    /// Compile `.pyc` files into the layers when this machine can run the environment's python.
+    pub pyc: bool,
 }
 
 impl BuildOptions {
@@ -119,6 +122,8 @@ impl BuildOptions {
             annotations: BTreeMap::new(),
             install: None,
             runtime_installer: None,
+            link_scripts: crate::scripts::LinkScriptPolicy::Runtime,
+            pyc: true,
         }
     }
 
@@ -172,6 +177,27 @@ pub struct BuildSummary {
     pub timings_ms: BTreeMap<String, u64>,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// Packages installed when the container starts (link scripts and their dependents).
+    pub runtime_packages: Vec<String>,
+    /// Packages with link scripts, and the scripts.
+    pub link_scripts: BTreeMap<String, Vec<String>>,
+    /// Paths two packages install, and which one the image has.
+    pub clobbers: Vec<crate::bake::Clobber>,
+    /// Messages packages show when they are linked (`info/prelink_messages`).
+    pub messages: Vec<String>,
+    /// How many `.pyc` files were compiled into the layers, or why none were.
+    pub pyc: PycSummary,
+}
+
+/// Whether `.pyc` files are in the image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PycSummary {
+    /// Whether they were compiled.
+    pub compiled: bool,
+    /// How many (0 on a warm build: they come with cached layers).
+    pub files: usize,
+    /// Why not, when not.
+    pub reason: Option<String>,
 }
 
 /// One package of the summary.
@@ -293,91 +319,12 @@ fn rfc3339(seconds: i64) -> String {
     jiff::Timestamp::from_second(seconds).map(|t| t.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-struct Ctx<'a> {
-    records: &'a [RepoDataRecord],
-    keys: &'a [String],
-    store: PackageStore,
-    cache: LayerCache,
-    params: LayerParams,
-    reporter: &'a dyn Reporter,
-    downloaded: AtomicUsize,
-    installed: AtomicUsize,
-    compressed: AtomicUsize,
-    cached: AtomicUsize,
-    warnings: Mutex<Vec<String>>,
-}
-
-struct Built {
-    cached: CachedLayer,
-    from_cache: bool,
-    facts: Vec<PackageFacts>,
-}
-
-impl Ctx<'_> {
-    async fn layer_for(&self, members: &[usize]) -> Result<Built, BuildError> {
-        let member_keys: Vec<String> = members.iter().map(|&i| self.keys[i].clone()).collect();
-        let key = group_key(&member_keys);
-        let names: Vec<String> = members.iter().map(|&i| dist_name(&self.records[i])).collect();
-        if let Some(cached) = self.cache.get(&key) {
-            let facts: Option<Vec<PackageFacts>> = member_keys.iter().map(|k| self.cache.facts(k)).collect();
-            if let Some(facts) = facts {
-                self.cached.fetch_add(1, Ordering::Relaxed);
-                for n in &names {
-                    self.reporter.advance(Stage::Fetch, n);
-                    self.reporter.advance(Stage::Install, n);
-                }
-                self.reporter.advance(Stage::Pack, &names.join(", "));
-                return Ok(Built { cached, from_cache: true, facts });
-            }
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix("stage-")
-            .tempdir_in(self.cache.tmp_dir()?)
-            .map_err(io_err(Path::new(&self.params.target.prefix)))?;
-        let mut sources = Vec::new();
-        let mut facts = Vec::new();
-        for (n, &i) in members.iter().enumerate() {
-            let record = &self.records[i];
-            let fetched = self.store.fetch(record).await?;
-            if fetched.downloaded {
-                self.downloaded.fetch_add(1, Ordering::Relaxed);
-            }
-            self.reporter.advance(Stage::Fetch, &names[n]);
-            let stage = tmp.path().join(n.to_string());
-            let f = install_package(&fetched.extracted, record, &self.params.target, &stage).await?;
-            self.installed.fetch_add(1, Ordering::Relaxed);
-            self.reporter.advance(Stage::Install, &names[n]);
-            self.cache.put_facts(&self.keys[i], &f)?;
-            facts.push(f);
-            sources.push(Source { root: stage, dest: self.params.target.prefix.trim_start_matches('/').to_string() });
-        }
-        let blob = tmp.path().join("layer.blob");
-        let (opts, compression, b) = (
-            PackOptions { mtime: self.params.mtime, threads: 2 },
-            self.params.compression,
-            blob.clone(),
-        );
-        let (layer, clobbered) = tokio::task::spawn_blocking(move || pack_to_file(&sources, &opts, compression, &b))
-            .await
-            .map_err(|e| BuildError::Options(format!("packing task failed: {e}")))?
-            .map_err(|source| BuildError::Pack { packages: names.join(", "), source })?;
-        if !clobbered.is_empty() {
-            self.warnings.lock().map(|mut w| {
-                w.push(format!("in the layer of {}: later packages overwrite {}", names.join(", "), clobbered.join(", ")))
-            }).ok();
-        }
-        self.compressed.fetch_add(1, Ordering::Relaxed);
-        self.reporter.advance(Stage::Pack, &names.join(", "));
-        let cached = CachedLayer { layer, packages: names, clobbered };
-        self.cache.put(&key, &cached, &blob)?;
-        Ok(Built { cached, from_cache: false, facts })
-    }
-}
-
 /// Manifest annotation: when the image stops being fresh (RFC 3339).
 pub const ANNOTATION_EXPIRES: &str = "io.envlayer.expires";
 /// Manifest annotation and config label: `baked` or `runtime`.
 pub const ANNOTATION_INSTALL: &str = "io.envlayer.install";
+/// Manifest annotation, config label and archives-layer annotation: the packages installed at runtime.
+pub const ANNOTATION_RUNTIME: &str = "io.envlayer.runtime-packages";
 /// Manifest annotation: how many packages the environment has.
 pub const ANNOTATION_PACKAGE_COUNT: &str = "io.envlayer.packages.count";
 
@@ -511,54 +458,114 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
             )));
         }
     }
-    let params = LayerParams {
-        target: InstallTarget { prefix: prefix.clone(), platform: opts.platform, python },
-        compression: opts.compression,
-        mtime: PackOptions::default().mtime,
-    };
-    let keys: Vec<String> = records.iter().map(|r| package_key(r, &params)).collect();
-
-    // Plan: one layer per package unless the budget forces sharing.
-    let budget = opts.max_layers - base_layers - 1;
-    let items: Vec<PlanItem> = records
-        .iter()
-        .map(|r| PlanItem { key: r.package_record.name.as_normalized().to_string(), size: r.package_record.size.unwrap_or(0) })
-        .collect();
     let install_mode = opts.install.unwrap_or(spec.envlayer.install);
-    let plan = match install_mode {
-        InstallMode::Baked => plan_layers(&items, budget),
-        // Runtime install: no package layers at all; the container installs them when it starts.
-        InstallMode::Runtime => Vec::new(),
-    };
+    let store = PackageStore::new(opts.cache_dir.clone());
+    let cache = LayerCache::new(opts.cache_dir.clone());
+    let mut warnings = Vec::new();
 
+    // Link scripts: which packages cannot be baked (those with scripts, and what depends on them).
     let t1 = Instant::now();
-    let ctx = Ctx {
-        records: &records,
-        keys: &keys,
-        store: PackageStore::new(opts.cache_dir.clone()),
-        cache: LayerCache::new(opts.cache_dir.clone()),
-        params,
-        reporter,
-        downloaded: AtomicUsize::new(0),
-        installed: AtomicUsize::new(0),
-        compressed: AtomicUsize::new(0),
-        cached: AtomicUsize::new(0),
-        warnings: Mutex::new(Vec::new()),
-    };
-    reporter.start(Stage::Fetch, records.len() as u64);
-    reporter.start(Stage::Install, records.len() as u64);
-    reporter.start(Stage::Pack, plan.len() as u64 + 1);
-    let built: Vec<Built> = futures::stream::iter(plan.iter().map(|members| ctx.layer_for(members)))
-        .buffered(opts.jobs.max(1))
+    let infos: Vec<crate::scripts::LinkInfo> = futures::stream::iter(records.iter().map(|r| crate::scripts::inspect(&store, &opts.cache_dir, r)))
+        .buffered(opts.jobs.max(1) * 2)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
+    let link_scripts: BTreeMap<String, Vec<String>> = records
+        .iter()
+        .zip(&infos)
+        .filter(|(_, i)| !i.scripts.is_empty())
+        .map(|(r, i)| (dist_name(r), i.scripts.clone()))
+        .collect();
+    let flagged: Vec<bool> = infos.iter().map(|i| !i.scripts.is_empty()).collect();
+    let runtime: Vec<bool> = match (install_mode, opts.link_scripts) {
+        (InstallMode::Runtime, _) => vec![true; records.len()],
+        (_, crate::scripts::LinkScriptPolicy::Fail) if !link_scripts.is_empty() => {
+            let list: Vec<String> = link_scripts.iter().map(|(p, s)| format!("{p} ({})", s.join(", "))).collect();
+            return Err(BuildError::Options(format!(
+                "--link-scripts fail: these packages have link scripts that cannot run in an image build: {}",
+                list.join("; ")
+            )));
+        }
+        (_, crate::scripts::LinkScriptPolicy::Ignore) => {
+            for (p, s) in &link_scripts {
+                warnings.push(format!("{p}: baked with --link-scripts ignore; its scripts ({}) did not run", s.join(", ")));
+            }
+            vec![false; records.len()]
+        }
+        _ => crate::scripts::runtime_set(&records, &flagged),
+    };
+    let messages: Vec<String> = records
+        .iter()
+        .zip(&infos)
+        .flat_map(|(r, i)| i.messages.iter().map(move |m| format!("{}: {m}", dist_name(r))))
+        .collect();
+    let baked: Vec<usize> = (0..records.len()).filter(|&i| !runtime[i]).collect();
+    let runtime_packages: Vec<usize> = (0..records.len()).filter(|&i| runtime[i]).collect();
+
+    // .pyc: compiled with the environment's own python, when this machine can run it.
+    let python_idx = records.iter().position(|r| r.package_record.name.as_normalized() == "python");
+    let pyc_python = match (opts.pyc, python_idx, &python) {
+        (false, _, _) => None,
+        (true, Some(p), Some(_)) if !runtime[p] && Subdir::current() == Some(opts.platform) => Some(p),
+        _ => None,
+    };
+    let pyc_reason = match (opts.pyc, python_idx) {
+        (false, _) => Some("--no-pyc".to_string()),
+        (true, None) => Some("the environment has no python".to_string()),
+        (true, Some(p)) if runtime[p] => Some("python installs at runtime".to_string()),
+        (true, Some(_)) if pyc_python.is_none() => Some(format!(
+            "this machine cannot run the environment's python (image platform {}, build machine {})",
+            opts.platform,
+            Subdir::current().map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+        )),
+        _ => None,
+    };
+    if let Some(r) = &pyc_reason {
+        if python_idx.is_some() {
+            warnings.push(format!("no .pyc files compiled: {r}"));
+        }
+    }
+
+    let params = LayerParams {
+        target: InstallTarget { prefix: prefix.clone(), platform: opts.platform, python },
+        compression: opts.compression,
+        mtime: PackOptions::default().mtime,
+        pyc: pyc_python.map(|p| dist_name(&records[p])),
+    };
+    let keys: Vec<String> = records.iter().map(|r| package_key(r, &params)).collect();
+
+    // Plan: one layer per baked package unless the budget forces sharing; a runtime layer if needed.
+    let needs_runtime_layer = !runtime_packages.is_empty() && install_mode == InstallMode::Baked;
+    let budget = opts.max_layers - base_layers - 1 - usize::from(needs_runtime_layer);
+    let items: Vec<PlanItem> = baked
+        .iter()
+        .map(|&i| PlanItem { key: records[i].package_record.name.as_normalized().to_string(), size: records[i].package_record.size.unwrap_or(0) })
+        .collect();
+    let plan: Vec<Vec<usize>> = plan_layers(&items, budget).into_iter().map(|g| g.into_iter().map(|j| baked[j]).collect()).collect();
+
+    reporter.start(Stage::Fetch, baked.len() as u64);
+    reporter.start(Stage::Install, baked.len() as u64);
+    reporter.start(Stage::Pack, plan.len() as u64 + 1);
+    let baker = crate::bake::Baker::new(&records, &keys, store.clone(), cache.clone(), params.clone(), reporter, pyc_python)?;
+    let baked_out = baker.bake(&baked, &plan, opts.jobs).await?;
     reporter.finish(Stage::Fetch);
     reporter.finish(Stage::Install);
     timings.insert("layers".to_string(), t1.elapsed().as_millis() as u64);
+    for c in &baked_out.clobbers {
+        warnings.push(format!(
+            "clobber: {} is installed by {} and {}; the image has {}'s (the later in dependency order, as conda does)",
+            c.path,
+            c.losers.join(", "),
+            c.winner,
+            c.winner
+        ));
+    }
+    for m in &messages {
+        warnings.push(format!("message from {m}"));
+    }
 
-    // Activation: the variables the packages' activate.d scripts set, in install order.
+    // Activation: the variables the baked packages' activate.d scripts set, in install order.
     let base_path = base
         .as_ref()
         .and_then(|b| b.config["config"]["Env"].as_array().cloned())
@@ -572,18 +579,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         ("CONDA_PREFIX".into(), prefix.clone()),
         ("CONDA_DEFAULT_ENV".into(), spec.name.clone()),
     ];
-    let mut facts_by_pkg: Vec<&PackageFacts> = Vec::new();
-    for (members, b) in plan.iter().zip(&built) {
-        for (&i, f) in members.iter().zip(&b.facts) {
-            facts_by_pkg.push(f);
-            let _ = i;
-        }
-    }
-    let mut order: Vec<(usize, &PackageFacts)> =
-        plan.iter().flatten().copied().zip(facts_by_pkg.iter().copied()).collect();
-    order.sort_by_key(|(i, _)| *i);
-    let mut warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
-    for (i, facts) in &order {
+    for (i, facts) in &baked_out.facts {
         for (k, v) in &facts.activation {
             let value = crate::activation::expand(v, |name| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()));
             match env.iter_mut().find(|(n, _)| n == k) {
@@ -594,14 +590,8 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         for line in &facts.activation_skipped {
             warnings.push(format!("{}: activation line not applied to the image config: {line}", dist_name(&records[*i])));
         }
-        if !facts.link_scripts.is_empty() {
-            warnings.push(format!(
-                "{} has link scripts ({}) that did not run in the image",
-                dist_name(&records[*i]),
-                facts.link_scripts.join(", ")
-            ));
-        }
     }
+    let pyc_files: usize = baked_out.facts.values().map(|f| f.paths.iter().filter(|p| p.ends_with(".pyc")).count()).sum();
 
     // Times: the config's `created` is SOURCE_DATE_EPOCH or the newest package's build time, so the config
     // depends only on the inputs; the build time goes in the manifest only when no SOURCE_DATE_EPOCH is set.
@@ -618,23 +608,40 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     // (so the image carries exactly what it was built from: `conda-meta/envlayer.lock`).
     let history = if install_mode == InstallMode::Baked { env_history(&created, &spec, &records) } else { String::new() };
     let lock_text = {
-        let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(ctx.cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
+        let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
         let path = tmp.path().join("lock");
         solve::write_lock(&Solved { records: records.clone() }, &channels, opts.platform, &path)?;
         std::fs::read_to_string(&path).map_err(io_err(&path))?
     };
-    let installer_digest = match (install_mode, &opts.runtime_installer) {
-        (InstallMode::Runtime, Some(p)) => Some(crate::layer::digest_file(p).map_err(io_err(p))?.0.to_string()),
+    // What the runtime installer gets: for the whole-environment opt-out, the lock as it is (packages come
+    // from their channels); for packages with link scripts, their URLs point into the archives layer.
+    let runtime_names: Vec<String> = runtime_packages.iter().map(|&i| records[i].package_record.name.as_normalized().to_string()).collect();
+    let runtime_lock_text = if install_mode == InstallMode::Baked && !runtime_packages.is_empty() {
+        let mut rt_records = records.clone();
+        for &i in &runtime_packages {
+            let file = rt_records[i].identifier.to_file_name();
+            rt_records[i].url = url::Url::parse(&format!("file://{}/pkgs/{file}", crate::runtime::RUNTIME_DIR))
+                .map_err(|e| BuildError::Options(format!("runtime package URL: {e}")))?;
+        }
+        let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
+        let path = tmp.path().join("lock");
+        solve::write_lock(&Solved { records: rt_records }, &channels, opts.platform, &path)?;
+        std::fs::read_to_string(&path).map_err(io_err(&path))?
+    } else {
+        lock_text.clone()
+    };
+    let installer_digest = match (runtime_packages.is_empty(), &opts.runtime_installer) {
+        (false, Some(p)) => Some(crate::layer::digest_file(p).map_err(io_err(p))?.0.to_string()),
         _ => None,
     };
     let env_key = Digest::of(
-        &image::canonical_json(&serde_json::json!({"installer": installer_digest, "history": history, "lock": lock_text, "prefix": prefix, "install": install_mode, "compression": opts.compression.id(), "mtime": ctx.params.mtime, "format": crate::layer::LAYER_FORMAT})),
+        &image::canonical_json(&serde_json::json!({"installer": installer_digest, "runtime_lock": runtime_lock_text, "runtime": runtime_names, "history": history, "lock": lock_text, "prefix": prefix, "install": install_mode, "compression": opts.compression.id(), "mtime": params.mtime, "format": crate::layer::LAYER_FORMAT})),
     )
     .hex();
-    let env_layer = match ctx.cache.get(&env_key) {
+    let env_layer = match cache.get(&env_key) {
         Some(c) => (c, true),
         None => {
-            let tmp = tempfile::Builder::new().prefix("env-").tempdir_in(ctx.cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
+            let tmp = tempfile::Builder::new().prefix("env-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
             let root = tmp.path().join("root");
             let meta = root.join("conda-meta");
             std::fs::create_dir_all(&meta).map_err(io_err(&root))?;
@@ -642,27 +649,59 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
                 std::fs::write(meta.join("history"), &history).map_err(io_err(&meta))?;
                 std::fs::write(meta.join("envlayer.lock"), &lock_text).map_err(io_err(&meta))?;
             }
-            let mut sources = vec![Source { root, dest: prefix.trim_start_matches('/').to_string() }];
-            if install_mode == InstallMode::Runtime {
+            let mut sources = vec![Source::new(root, prefix.trim_start_matches('/').to_string())];
+            if !runtime_packages.is_empty() {
                 let installer = opts.runtime_installer.clone().ok_or_else(|| {
                     BuildError::Options("runtime install needs envlayer's own binary as the installer".into())
                 })?;
                 let rt = tmp.path().join("runtime");
-                crate::runtime::write_runtime_dir(&rt, &installer, &lock_text, &spec.name, &prefix).map_err(io_err(&rt))?;
-                sources.push(Source { root: rt, dest: crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string() });
+                crate::runtime::write_runtime_dir(&rt, &installer, &runtime_lock_text, &spec.name, &prefix, &runtime_names)
+                    .map_err(io_err(&rt))?;
+                sources.push(Source::new(rt, crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string()));
             }
             let blob = tmp.path().join("layer.blob");
-            let opts_pack = PackOptions { mtime: ctx.params.mtime, threads: 2 };
+            let opts_pack = PackOptions { mtime: params.mtime, threads: 2 };
             let (layer, _) = pack_to_file(&sources, &opts_pack, opts.compression, &blob)
                 .map_err(|source| BuildError::Pack { packages: "environment".into(), source })?;
             let c = CachedLayer { layer, packages: vec![], clobbered: vec![] };
-            ctx.cache.put(&env_key, &c, &blob)?;
-            ctx.compressed.fetch_add(1, Ordering::Relaxed);
+            cache.put(&env_key, &c, &blob)?;
+            baker.compressed.fetch_add(1, Ordering::Relaxed);
             (c, false)
         }
     };
     reporter.advance(Stage::Pack, "environment");
     reporter.finish(Stage::Pack);
+
+    // The archives of the packages installed at runtime, in a layer of their own.
+    let archives_layer = if needs_runtime_layer {
+        let hashes: Vec<String> = runtime_packages.iter().filter_map(|&i| crate::fetch::package_hash(&records[i])).collect();
+        let key = Digest::of(format!("archives:{}:{}:{}", hashes.join(","), opts.compression.id(), params.mtime).as_bytes()).hex();
+        Some(match cache.get(&key) {
+            Some(c) => (c, true),
+            None => {
+                let tmp = tempfile::Builder::new().prefix("archives-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
+                let pkgs = tmp.path().join("root").join("pkgs");
+                std::fs::create_dir_all(&pkgs).map_err(io_err(&pkgs))?;
+                for &i in &runtime_packages {
+                    let fetched = store.fetch(&records[i]).await?;
+                    let dest = pkgs.join(records[i].identifier.to_file_name());
+                    if std::fs::hard_link(&fetched.archive, &dest).is_err() {
+                        std::fs::copy(&fetched.archive, &dest).map_err(io_err(&dest))?;
+                    }
+                }
+                let blob = tmp.path().join("layer.blob");
+                let sources = [Source::new(tmp.path().join("root"), crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string())];
+                let (layer, _) = pack_to_file(&sources, &PackOptions { mtime: params.mtime, threads: 2 }, opts.compression, &blob)
+                    .map_err(|source| BuildError::Pack { packages: "runtime archives".into(), source })?;
+                let c = CachedLayer { layer, packages: runtime_names.clone(), clobbered: vec![] };
+                cache.put(&key, &c, &blob)?;
+                baker.compressed.fetch_add(1, Ordering::Relaxed);
+                (c, false)
+            }
+        })
+    } else {
+        None
+    };
 
     // The identity: what decides the image, for naming and lookups.
     let inputs_hash = identity(opts, &spec, base.as_ref().map(|b| &b.manifest_digest))?;
@@ -687,7 +726,8 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         .unwrap_or_default();
     let mut packages = vec![None; records.len()];
     let mut shared = Vec::new();
-    for (members, b) in plan.iter().zip(&built) {
+    for b in &baked_out.layers {
+        let members = &b.members;
         let idx = layer_summaries.len();
         for &i in members {
             let r = &records[i];
@@ -705,7 +745,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         }
         new_layers.push(NewLayer {
             layer: b.cached.layer.clone(),
-            path: ctx.cache.blob_path(&b.cached.layer.digest),
+            path: cache.blob_path(&b.cached.layer.digest),
             annotations: BTreeMap::from([(image::ANNOTATION_PACKAGES.to_string(), b.cached.packages.join(","))]),
             created_by: format!("envlayer: {}", b.cached.packages.join(" ")),
         });
@@ -718,9 +758,36 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
             cached: b.from_cache,
         });
     }
+    if let Some((c, from_cache)) = &archives_layer {
+        for &i in &runtime_packages {
+            let r = &records[i];
+            packages[i] = Some(PackageSummary {
+                name: r.package_record.name.as_normalized().to_string(),
+                version: r.package_record.version.to_string(),
+                build: r.package_record.build.to_string(),
+                file_name: r.identifier.to_file_name(),
+                sha256: r.package_record.sha256.map(|h| crate::fetch::hex(&h)),
+                layer: layer_summaries.len(),
+            });
+        }
+        new_layers.push(NewLayer {
+            layer: c.layer.clone(),
+            path: cache.blob_path(&c.layer.digest),
+            annotations: BTreeMap::from([(ANNOTATION_RUNTIME.to_string(), runtime_names.join(","))]),
+            created_by: format!("envlayer: archives installed at runtime: {}", runtime_names.join(" ")),
+        });
+        layer_summaries.push(LayerSummary {
+            digest: c.layer.digest.to_string(),
+            diff_id: Some(c.layer.diff_id.to_string()),
+            size: c.layer.size,
+            media_type: c.layer.media_type().to_string(),
+            packages: vec!["runtime-archives".into()],
+            cached: *from_cache,
+        });
+    }
     new_layers.push(NewLayer {
         layer: env_layer.0.layer.clone(),
-        path: ctx.cache.blob_path(&env_layer.0.layer.digest),
+        path: cache.blob_path(&env_layer.0.layer.digest),
         annotations: BTreeMap::from([(image::ANNOTATION_PACKAGES.to_string(), String::new())]),
         created_by: format!("envlayer: environment {} ({install_mode:?})", spec.name),
     });
@@ -746,6 +813,9 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         InstallMode::Runtime => "runtime",
     };
     labels.insert(ANNOTATION_INSTALL.to_string(), install_name.to_string());
+    if !runtime_packages.is_empty() {
+        labels.insert(ANNOTATION_RUNTIME.to_string(), runtime_names.join(","));
+    }
     if let Some(ttl) = opts.ttl {
         labels.insert("quay.expires-after".to_string(), format_ttl(ttl));
     }
@@ -760,6 +830,9 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         (ANNOTATION_PACKAGE_COUNT.to_string(), records.len().to_string()),
         ("org.opencontainers.image.created".to_string(), manifest_created.clone()),
     ]);
+    if !runtime_packages.is_empty() {
+        annotations.insert(ANNOTATION_RUNTIME.to_string(), runtime_names.join(","));
+    }
     if let Some(ttl) = opts.ttl {
         let start: jiff::Timestamp = manifest_created.parse().unwrap_or(opts.now);
         let expires = start
@@ -767,7 +840,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
             .map_err(|e| BuildError::Options(format!("--ttl: {e}")))?;
         annotations.insert(ANNOTATION_EXPIRES.to_string(), expires.to_string());
     }
-    let entrypoint = (install_mode == InstallMode::Runtime).then(crate::runtime::entrypoint);
+    let entrypoint = (!runtime_packages.is_empty()).then(crate::runtime::entrypoint);
     let settings = ImageSettings { os_arch, env, labels, created, annotations, entrypoint };
     let img = image::assemble(base.as_ref(), &new_layers, &settings);
 
@@ -811,13 +884,18 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         layers: layer_summaries,
         shared_layers: shared,
         work: Work {
-            downloaded: ctx.downloaded.load(Ordering::Relaxed),
-            installed: ctx.installed.load(Ordering::Relaxed),
-            compressed: ctx.compressed.load(Ordering::Relaxed),
-            cached_layers: ctx.cached.load(Ordering::Relaxed) + usize::from(env_layer.1),
+            downloaded: baker.downloaded.load(Ordering::Relaxed),
+            installed: baker.installed.load(Ordering::Relaxed),
+            compressed: baker.compressed.load(Ordering::Relaxed),
+            cached_layers: baker.cached.load(Ordering::Relaxed) + usize::from(env_layer.1),
         },
         timings_ms: timings,
         warnings,
+        runtime_packages: runtime_packages.iter().map(|&i| dist_name(&records[i])).collect(),
+        link_scripts,
+        clobbers: baked_out.clobbers.clone(),
+        messages,
+        pyc: PycSummary { compiled: pyc_python.is_some(), files: pyc_files, reason: pyc_reason },
     };
     Ok(BuildOutput { summary, image: img })
 }

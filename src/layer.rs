@@ -11,7 +11,7 @@ use rattler_conda_types::RepoDataRecord;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever envlayer changes how it lays out a package's files, so old cache entries are not used.
-pub const LAYER_FORMAT: u32 = 1;
+pub const LAYER_FORMAT: u32 = 2;
 
 /// What decides a layer's bytes besides the package itself.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct LayerParams {
     pub compression: Compression,
     /// The mtime of every tar entry.
     pub mtime: u64,
+    /// The python package whose interpreter compiles `.pyc` files into the layers, if any.
+    pub pyc: Option<String>,
 }
 
 /// The cache key of one package's layer: a digest of the package's repodata record (its sha256, name,
@@ -41,6 +43,7 @@ pub fn package_key(record: &RepoDataRecord, params: &LayerParams) -> String {
         "python": python,
         "compression": params.compression.id(),
         "mtime": params.mtime,
+        "pyc": params.pyc,
     });
     Digest::of(&crate::image::canonical_json(&input)).hex()
 }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod bake;
 pub mod build;
 pub mod fetch;
 pub mod image;
@@ -14,9 +15,11 @@ pub mod install;
 pub mod layer;
 pub mod lifecycle;
 pub mod push;
+pub mod pyc;
 pub mod registry;
 pub mod reporter;
 pub mod runtime;
+pub mod scripts;
 pub mod solve;
 pub mod spec;
 pub mod synth;

@@ -16,13 +16,13 @@ pub fn entrypoint() -> Vec<String> {
 }
 
 /// Writes the runtime folder: `bin/envlayer`, `env.lock`, `env.json`.
-pub fn write_runtime_dir(dir: &Path, installer: &Path, lock: &str, name: &str, prefix: &str) -> std::io::Result<()> {
+pub fn write_runtime_dir(dir: &Path, installer: &Path, lock: &str, name: &str, prefix: &str, packages: &[String]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.join("bin"))?;
     std::fs::copy(installer, dir.join("bin/envlayer"))?;
     std::fs::set_permissions(dir.join("bin/envlayer"), std::fs::Permissions::from_mode(0o755))?;
     std::fs::write(dir.join("env.lock"), lock)?;
-    let settings = serde_json::json!({"name": name, "prefix": prefix});
+    let settings = serde_json::json!({"name": name, "prefix": prefix, "runtime_packages": packages});
     std::fs::write(dir.join("env.json"), crate::image::canonical_json(&settings))
 }
 
@@ -36,6 +36,20 @@ pub enum RuntimeError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A package's link script failed; it is not marked as done, so the next start tries again.
+    #[error("the {kind} script of {package} failed ({status}); the environment is not marked as installed\n--- output of {script} ---\n{output}")]
+    Script {
+        /// The package.
+        package: String,
+        /// pre-link or post-link.
+        kind: String,
+        /// The script's path in the prefix.
+        script: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed.
+        output: String,
     },
     /// Installing the packages failed; nothing was marked as done.
     #[error("installing environment {name} into {prefix} failed")]
@@ -65,13 +79,13 @@ pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> 
     }
     let lock = runtime_dir.join("env.lock");
     let platform = rattler_conda_types::Subdir::current().unwrap_or(rattler_conda_types::Subdir::Linux64);
-    let records = crate::solve::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
+    let all_records = crate::solve::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Install {
         name: name.clone(),
         prefix: prefix.display().to_string(),
         source,
     };
-    eprintln!("envlayer: installing {} packages of {name} into {} ...", records.len(), prefix.display());
+    eprintln!("envlayer: installing {name} into {} ...", prefix.display());
     // The image may have no CA certificates (a slim base): then only http channels can work, so say so
     // instead of failing on the first https request.
     let client = match reqwest::Client::builder().build() {
@@ -87,14 +101,79 @@ pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> 
     rattler::install::Installer::new()
         .with_download_client(client)
         .with_target_platform(platform)
+        .with_execute_link_scripts(false)
         .with_package_cache(rattler::package_cache::PackageCache::new(runtime_dir.join("pkgs")))
-        .install(&prefix, records)
+        .install(&prefix, all_records)
         .await
         .map_err(|e| fail(Box::new(e)))?;
+    // Link scripts of the packages installed now, in dependency order, each marked when it succeeded.
+    let runtime_names: Vec<String> =
+        settings["runtime_packages"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    let records = crate::solve::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
+    for record in records.iter().filter(|r| runtime_names.iter().any(|n| n == r.package_record.name.as_normalized())) {
+        run_link_scripts(&prefix, record)?;
+    }
     // The mark goes last: an interrupted install is redone at the next start.
     let mark = prefix.join(DONE_MARK);
     std::fs::write(&mark, b"").map_err(|e| fail(Box::new(e)))?;
     let _ = std::fs::remove_dir_all(runtime_dir.join("pkgs"));
     eprintln!("envlayer: environment {name} ready");
     Ok(true)
+}
+
+/// Runs a package's pre-link and post-link scripts in the environment (activated, as conda runs them),
+/// with `PREFIX`, `PKG_NAME`, `PKG_VERSION` and `PKG_BUILDNUM`; shows what they leave in
+/// `$PREFIX/.messages.txt`; marks the package done so a later start does not run them again.
+/// (Pre-link scripts run after the files are in place: rattler links packages without them.)
+fn run_link_scripts(prefix: &Path, record: &rattler_conda_types::RepoDataRecord) -> Result<(), RuntimeError> {
+    let r = &record.package_record;
+    let name = r.name.as_normalized().to_string();
+    let mark = prefix.join("conda-meta").join(format!(".envlayer-linked-{name}"));
+    if mark.is_file() {
+        return Ok(());
+    }
+    let env: std::collections::HashMap<String, String> = [
+        ("PREFIX".to_string(), prefix.display().to_string()),
+        ("PKG_NAME".to_string(), name.clone()),
+        ("PKG_VERSION".to_string(), r.version.to_string()),
+        ("PKG_BUILDNUM".to_string(), r.build_number.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    for kind in ["pre-link", "post-link"] {
+        let script = prefix.join("bin").join(format!(".{name}-{kind}.sh"));
+        if !script.is_file() {
+            continue;
+        }
+        eprintln!("envlayer: running the {kind} script of {name}");
+        let shell = rattler_shell::shell::ShellEnum::Bash(rattler_shell::shell::Bash::default());
+        let out = rattler_shell::run_in_environment(prefix, &script, shell, &env).map_err(|e| RuntimeError::Script {
+            package: name.clone(),
+            kind: kind.into(),
+            script: script.display().to_string(),
+            status: "could not start".into(),
+            output: e.to_string(),
+        })?;
+        show_messages(prefix, &name);
+        if !out.status.success() {
+            return Err(RuntimeError::Script {
+                package: name.clone(),
+                kind: kind.into(),
+                script: script.display().to_string(),
+                status: out.status.to_string(),
+                output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+    }
+    std::fs::write(&mark, b"").map_err(|e| RuntimeError::Setup { path: mark.clone(), reason: e.to_string() })
+}
+
+fn show_messages(prefix: &Path, package: &str) {
+    let file = prefix.join(".messages.txt");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        for line in text.lines() {
+            eprintln!("envlayer: message from {package}: {line}");
+        }
+        let _ = std::fs::remove_file(&file);
+    }
 }

@@ -57,10 +57,15 @@ fn local_python_image_runs_and_matches_a_rattler_install() {
 
     // umoci unpacks it, and Python runs in it with no activation.
     let rootfs = unpack(&layout, "latest", &dir.join("bundle"));
+    let pyc_before = pyc_files(&rootfs.join("opt/conda/envs/demo"));
+    assert!(pyc_before.len() > 700, "the stdlib and the packages come compiled: {}", pyc_before.len());
+    assert_eq!(s["pyc"]["compiled"], true);
     let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/python")).args(["-c", "import flask, requests, rich, sys; print(sys.prefix)"]));
     assert_eq!(out.trim(), PREFIX);
     let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/flask")).arg("--version"));
     assert!(out.contains("Flask 3.1.3"), "{out}");
+    // Importing flask wrote no new .pyc: the hash-based ones in the layers are valid as they are.
+    assert_eq!(pyc_files(&rootfs.join("opt/conda/envs/demo")), pyc_before, "python wrote .pyc files at run time");
     // An entry point's shebang names the target prefix, not a build-machine path.
     let flask = std::fs::read_to_string(rootfs.join("opt/conda/envs/demo/bin/flask")).unwrap();
     assert!(flask.starts_with(&format!("#!{PREFIX}/bin/python")), "{flask}");
@@ -94,6 +99,14 @@ fn local_python_image_runs_and_matches_a_rattler_install() {
                         for key in ["package_tarball_full_path", "extracted_package_dir", "link", "requested_spec", "requested_specs"] {
                             v.as_object_mut().unwrap().remove(key);
                         }
+                        // envlayer compiles .pyc files and records them as conda does (pyc_file);
+                        // rattler compiles none.
+                        if let Some(paths) = v["paths_data"]["paths"].as_array_mut() {
+                            paths.retain(|p| p["path_type"] != "pyc_file");
+                        }
+                        if let Some(files) = v["files"].as_array_mut() {
+                            files.retain(|f| !f.as_str().unwrap_or("").ends_with(".pyc"));
+                        }
                         v
                     };
                     assert_eq!(strip(&rootfs.join("opt/conda/envs/demo").join(path)), strip(&plain.join(path)), "{path}");
@@ -106,7 +119,9 @@ fn local_python_image_runs_and_matches_a_rattler_install() {
     }
     for path in ours.keys() {
         // conda-meta/envlayer.lock is the lock the image was built from, carried in the environment layer.
-        if !theirs.contains_key(path) && path != "conda-meta/envlayer.lock" {
+        // .pyc files (and their __pycache__ folders) are envlayer's compiled bytecode.
+        let compiled = path.ends_with(".pyc") || path.ends_with("__pycache__");
+        if !theirs.contains_key(path) && path != "conda-meta/envlayer.lock" && !compiled {
             differences.push(format!("only in the image: {path}"));
         }
     }
@@ -122,6 +137,24 @@ fn local_python_image_runs_and_matches_a_rattler_install() {
             assert!(!text.contains(bad), "{path} mentions {bad}");
         }
     }
+}
+
+/// Every .pyc file under `root`, with its size.
+fn pyc_files(root: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "pyc") {
+                out.insert(p.display().to_string(), meta.len());
+            }
+        }
+    }
+    out
 }
 
 /// Every path under `root` with what it is: a file's sha256 and exec bit, or a symlink's target.

@@ -15,6 +15,15 @@ pub struct Source {
     pub root: PathBuf,
     /// Where its contents go in the image, relative to `/`, with `/` separators.
     pub dest: String,
+    /// Files and symlinks under `root` (relative paths) to leave out, e.g. paths another source wins.
+    pub exclude: std::collections::BTreeSet<String>,
+}
+
+impl Source {
+    /// The whole tree under `root`, placed at `dest`.
+    pub fn new(root: impl Into<PathBuf>, dest: impl Into<String>) -> Self {
+        Self { root: root.into(), dest: dest.into(), exclude: Default::default() }
+    }
 }
 
 /// Settings that decide the tar bytes, beyond the files themselves.
@@ -151,7 +160,7 @@ pub fn collect_entries(sources: &[Source]) -> Result<(BTreeMap<String, TarEntry>
             prefix.push_str(comp);
             insert(&mut entries, &mut clobbered, prefix.clone(), TarEntry { kind: EntryKind::Dir, mode: 0o755 })?;
         }
-        walk(&source.root, &source.root, dest, &mut entries, &mut clobbered)?;
+        walk(&source.root, &source.root, dest, &source.exclude, &mut entries, &mut clobbered)?;
     }
     Ok((entries, clobbered))
 }
@@ -183,6 +192,7 @@ fn walk(
     root: &Path,
     dir: &Path,
     dest: &str,
+    exclude: &std::collections::BTreeSet<String>,
     entries: &mut BTreeMap<String, TarEntry>,
     clobbered: &mut Vec<String>,
 ) -> Result<(), PackError> {
@@ -197,6 +207,9 @@ fn walk(
         let rel = path.strip_prefix(root).map_err(|_| PackError::BadPath(path.clone()))?;
         let rel = rel.to_str().ok_or_else(|| PackError::BadPath(path.clone()))?;
         let name = if dest.is_empty() { rel.to_string() } else { format!("{dest}/{rel}") };
+        if exclude.contains(rel) {
+            continue;
+        }
         let meta = std::fs::symlink_metadata(&path).map_err(read_err(&path))?;
         let ft = meta.file_type();
         // Only permission bits travel; setuid/setgid/sticky never do, and group/other write bits follow
@@ -204,7 +217,7 @@ fn walk(
         let mode = meta.permissions().mode() & 0o755;
         if ft.is_dir() {
             insert(entries, clobbered, name, TarEntry { kind: EntryKind::Dir, mode: 0o755 })?;
-            walk(root, &path, dest, entries, clobbered)?;
+            walk(root, &path, dest, exclude, entries, clobbered)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&path).map_err(read_err(&path))?;
             let target = target.to_str().ok_or_else(|| PackError::BadPath(target.clone()))?.to_string();

@@ -51,8 +51,8 @@ fn same_tree_same_bytes_from_different_places() {
     tree(&b.path().join("other-name"));
     for compression in [Compression::GZIP_DEFAULT, Compression::ZSTD_DEFAULT] {
         let opts = PackOptions::default();
-        let src_a = [Source { root: a.path().join("stage"), dest: "opt/conda/envs/x".into() }];
-        let src_b = [Source { root: b.path().join("other-name"), dest: "/opt/conda/envs/x/".into() }];
+        let src_a = [Source::new(a.path().join("stage"), "opt/conda/envs/x")];
+        let src_b = [Source::new(b.path().join("other-name"), "/opt/conda/envs/x/")];
         let (la, _) = pack_to_file(&src_a, &opts, compression, &a.path().join("l")).unwrap();
         let (lb, _) = pack_to_file(&src_b, &PackOptions { threads: 2, ..opts }, compression, &b.path().join("l")).unwrap();
         assert_eq!(la, lb, "{compression:?}");
@@ -67,7 +67,7 @@ fn entries_are_sorted_rooted_and_faithful() {
     let dir = tempfile::tempdir().unwrap();
     tree(&dir.path().join("s"));
     let out = dir.path().join("layer");
-    let src = [Source { root: dir.path().join("s"), dest: "opt/env".into() }];
+    let src = [Source::new(dir.path().join("s"), "opt/env")];
     let (layer, _) = pack_to_file(&src, &PackOptions { mtime: 42, threads: 1 }, Compression::GZIP_DEFAULT, &out).unwrap();
     let entries = read_tar(&out, Compression::GZIP_DEFAULT);
     assert_eq!(layer.entries as usize, entries.len());
@@ -107,8 +107,8 @@ fn later_sources_win_and_are_reported() {
         std::fs::write(dir.path().join(name).join("share/same.txt"), text).unwrap();
     }
     let src = [
-        Source { root: dir.path().join("a"), dest: "env".into() },
-        Source { root: dir.path().join("b"), dest: "env".into() },
+        Source::new(dir.path().join("a"), "env"),
+        Source::new(dir.path().join("b"), "env"),
     ];
     let out = dir.path().join("l");
     let (_, clobbered) = pack_to_file(&src, &PackOptions::default(), Compression::ZSTD_DEFAULT, &out).unwrap();
@@ -126,7 +126,7 @@ fn pinned_bytes() {
     std::fs::create_dir_all(dir.path().join("s/bin")).unwrap();
     std::fs::write(dir.path().join("s/bin/x"), "x\n").unwrap();
     std::fs::set_permissions(dir.path().join("s/bin/x"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let src = [Source { root: dir.path().join("s"), dest: "e".into() }];
+    let src = [Source::new(dir.path().join("s"), "e")];
     let (layer, _) = pack_to_file(&src, &PackOptions::default(), Compression::GZIP_DEFAULT, &dir.path().join("l")).unwrap();
     assert_eq!(layer.diff_id.to_string(), PINNED_DIFF_ID);
 }
@@ -140,9 +140,24 @@ fn special_files_are_refused() {
     std::fs::create_dir_all(dir.path().join("s")).unwrap();
     let fifo = dir.path().join("s/fifo");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let src = [Source { root: dir.path().join("s"), dest: "e".into() }];
+    let src = [Source::new(dir.path().join("s"), "e")];
     let err = pack_to_file(&src, &PackOptions::default(), Compression::GZIP_DEFAULT, &dir.path().join("l")).unwrap_err();
     assert!(err.to_string().contains("fifo"), "{err}");
-    let bad = [Source { root: dir.path().join("s"), dest: "../e".into() }];
+    let bad = [Source::new(dir.path().join("s"), "../e")];
     assert!(pack_to_file(&bad, &PackOptions::default(), Compression::GZIP_DEFAULT, &dir.path().join("l")).is_err());
+}
+
+#[test]
+fn excluded_paths_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("s/bin")).unwrap();
+    std::fs::write(dir.path().join("s/bin/keep"), "k").unwrap();
+    std::fs::write(dir.path().join("s/bin/lose"), "l").unwrap();
+    let mut src = Source::new(dir.path().join("s"), "env");
+    src.exclude.insert("bin/lose".into());
+    let out = dir.path().join("l");
+    pack_to_file(&[src], &PackOptions::default(), Compression::GZIP_DEFAULT, &out).unwrap();
+    let names: Vec<String> = read_tar(&out, Compression::GZIP_DEFAULT).into_iter().map(|e| e.0).collect();
+    assert!(names.contains(&"env/bin/keep".to_string()));
+    assert!(!names.iter().any(|n| n.contains("lose")), "{names:?}");
 }

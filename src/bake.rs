@@ -1,0 +1,241 @@
+//! Stages 4 and 5 joined for the packages that are baked into layers: each package is installed into its
+//! own stage (unless the cache already knows it), clobbered paths are resolved the way conda resolves
+//! them (the package later in dependency order wins, whatever the layer grouping), then the planned
+//! layers are packed, or taken from the layer cache.
+
+use crate::build::BuildError;
+use crate::fetch::PackageStore;
+use crate::install::{install_package, PackageFacts};
+use crate::layer::{group_key, CachedLayer, LayerCache, LayerParams};
+use crate::reporter::{Reporter, Stage};
+use envlayer_layers::{pack_to_file, Digest, PackOptions, Source};
+use futures::StreamExt;
+use rattler_conda_types::RepoDataRecord;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::OnceCell;
+
+/// A path two packages install: the winner's file is in the image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Clobber {
+    /// The path, relative to the prefix.
+    pub path: String,
+    /// The package whose file is in the image (the later one in dependency order).
+    pub winner: String,
+    /// The packages whose file was overwritten.
+    pub losers: Vec<String>,
+}
+
+/// One packed (or cached) layer and the packages in it.
+#[derive(Debug, Clone)]
+pub struct BakedLayer {
+    /// The layer.
+    pub cached: CachedLayer,
+    /// Whether it came from the cache.
+    pub from_cache: bool,
+    /// Indices of its packages.
+    pub members: Vec<usize>,
+}
+
+/// What baking produced.
+#[derive(Debug)]
+pub struct Baked {
+    /// The layers, in plan order.
+    pub layers: Vec<BakedLayer>,
+    /// Facts of every baked package, by index.
+    pub facts: BTreeMap<usize, PackageFacts>,
+    /// Paths installed by more than one package.
+    pub clobbers: Vec<Clobber>,
+}
+
+/// The packages to bake and everything needed to do it.
+pub struct Baker<'a> {
+    /// All records, in install order.
+    pub records: &'a [RepoDataRecord],
+    /// Each record's layer cache key.
+    pub keys: &'a [String],
+    /// Package archives.
+    pub store: PackageStore,
+    /// Layers and facts.
+    pub cache: LayerCache,
+    /// Prefix, platform, compression.
+    pub params: LayerParams,
+    /// Progress.
+    pub reporter: &'a dyn Reporter,
+    /// Index of the python record, when `.pyc` files are compiled.
+    pub pyc_python: Option<usize>,
+    /// Counters.
+    pub downloaded: AtomicUsize,
+    /// Counters.
+    pub installed: AtomicUsize,
+    /// Counters.
+    pub compressed: AtomicUsize,
+    /// Counters.
+    pub cached: AtomicUsize,
+    stages: Vec<OnceCell<(PathBuf, PackageFacts)>>,
+    tmp: tempfile::TempDir,
+}
+
+fn dist(r: &RepoDataRecord) -> String {
+    format!("{}-{}-{}", r.package_record.name.as_normalized(), r.package_record.version, r.package_record.build)
+}
+
+impl<'a> Baker<'a> {
+    /// A baker with an empty staging area in the cache's temporary folder.
+    pub fn new(
+        records: &'a [RepoDataRecord],
+        keys: &'a [String],
+        store: PackageStore,
+        cache: LayerCache,
+        params: LayerParams,
+        reporter: &'a dyn Reporter,
+        pyc_python: Option<usize>,
+    ) -> Result<Self, BuildError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("stages-")
+            .tempdir_in(cache.tmp_dir()?)
+            .map_err(|source| BuildError::Io { path: PathBuf::from("stages"), source })?;
+        Ok(Self {
+            records,
+            keys,
+            store,
+            cache,
+            params,
+            reporter,
+            pyc_python,
+            downloaded: AtomicUsize::new(0),
+            installed: AtomicUsize::new(0),
+            compressed: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            stages: (0..records.len()).map(|_| OnceCell::new()).collect(),
+            tmp,
+        })
+    }
+
+    /// Installs package `i` into its stage (once), compiling its `.pyc` files when asked to.
+    async fn stage(&self, i: usize) -> Result<&(PathBuf, PackageFacts), BuildError> {
+        self.stages[i]
+            .get_or_try_init(|| async move {
+                let record = &self.records[i];
+                let fetched = self.store.fetch(record).await?;
+                if fetched.downloaded {
+                    self.downloaded.fetch_add(1, Ordering::Relaxed);
+                }
+                self.reporter.advance(Stage::Fetch, &dist(record));
+                let stage = self.tmp.path().join(i.to_string());
+                let mut facts = install_package(&fetched.extracted, record, &self.params.target, &stage).await?;
+                if let (Some(py), Some(info)) = (self.pyc_python, self.params.target.python.as_ref()) {
+                    let python_stage = if py == i { stage.clone() } else { Box::pin(self.stage(py)).await?.0.clone() };
+                    let compiler = crate::pyc::Compiler::new(&python_stage, info, &self.params.target.prefix);
+                    let (st, paths, d) = (stage.clone(), facts.paths.clone(), facts.dist.clone());
+                    let added = tokio::task::spawn_blocking(move || compiler.compile(&st, &paths, &d))
+                        .await
+                        .map_err(|e| BuildError::Options(format!("compiling .pyc: {e}")))??;
+                    facts.files += added.len();
+                    facts.paths.extend(added);
+                }
+                self.installed.fetch_add(1, Ordering::Relaxed);
+                self.reporter.advance(Stage::Install, &dist(record));
+                self.cache.put_facts(&self.keys[i], &facts)?;
+                Ok::<_, BuildError>((stage, facts))
+            })
+            .await
+    }
+
+    async fn facts(&self, i: usize) -> Result<PackageFacts, BuildError> {
+        match self.cache.facts(&self.keys[i]) {
+            Some(f) => {
+                self.reporter.advance(Stage::Fetch, &dist(&self.records[i]));
+                self.reporter.advance(Stage::Install, &dist(&self.records[i]));
+                Ok(f)
+            }
+            None => Ok(self.stage(i).await?.1.clone()),
+        }
+    }
+
+    /// Bakes the packages `baked` (indices, install order) into the layers of `plan`.
+    pub async fn bake(&self, baked: &[usize], plan: &[Vec<usize>], jobs: usize) -> Result<Baked, BuildError> {
+        // 1. What every package installs (from the cache, or by installing it).
+        let facts: BTreeMap<usize, PackageFacts> = futures::stream::iter(baked.iter().map(|&i| async move {
+            Ok::<_, BuildError>((i, self.facts(i).await?))
+        }))
+        .buffer_unordered(jobs.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+
+        // 2. Clobbers: the last package in install order that installs a path wins it.
+        let mut owners: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (&i, f) in &facts {
+            for p in &f.paths {
+                owners.entry(p.as_str()).or_default().push(i);
+            }
+        }
+        let mut exclude: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+        let mut clobbers = Vec::new();
+        for (path, mut who) in owners.into_iter().filter(|(_, w)| w.len() > 1) {
+            who.sort();
+            let winner = *who.last().expect("at least two owners");
+            for &loser in &who[..who.len() - 1] {
+                exclude.entry(loser).or_default().insert(path.to_string());
+            }
+            clobbers.push(Clobber {
+                path: path.to_string(),
+                winner: dist(&self.records[winner]),
+                losers: who[..who.len() - 1].iter().map(|&l| dist(&self.records[l])).collect(),
+            });
+        }
+
+        // 3. Layers: a member that loses paths has them left out, and that is part of the layer's key.
+        let layers = futures::stream::iter(plan.iter().map(|members| {
+            let exclude = &exclude;
+            async move { self.layer(members, exclude).await }
+        }))
+        .buffered(jobs.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Baked { layers, facts, clobbers })
+    }
+
+    async fn layer(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> Result<BakedLayer, BuildError> {
+        let member_keys: Vec<String> = members
+            .iter()
+            .map(|&i| match exclude.get(&i) {
+                Some(ex) => Digest::of(format!("{}:exclude:{}", self.keys[i], ex.iter().cloned().collect::<Vec<_>>().join("\n")).as_bytes()).hex(),
+                None => self.keys[i].clone(),
+            })
+            .collect();
+        let key = group_key(&member_keys);
+        let names: Vec<String> = members.iter().map(|&i| dist(&self.records[i])).collect();
+        if let Some(cached) = self.cache.get(&key) {
+            self.cached.fetch_add(1, Ordering::Relaxed);
+            self.reporter.advance(Stage::Pack, &names.join(", "));
+            return Ok(BakedLayer { cached, from_cache: true, members: members.to_vec() });
+        }
+        let dest = self.params.target.prefix.trim_start_matches('/').to_string();
+        let mut sources = Vec::new();
+        for &i in members {
+            let (stage, _) = self.stage(i).await?;
+            let mut s = Source::new(stage.clone(), dest.clone());
+            s.exclude = exclude.get(&i).cloned().unwrap_or_default();
+            sources.push(s);
+        }
+        let tmp = tempfile::NamedTempFile::new_in(self.cache.tmp_dir()?).map_err(|source| BuildError::Io { path: PathBuf::from("layer"), source })?;
+        let blob = tmp.path().to_path_buf();
+        let (opts, compression, b) = (PackOptions { mtime: self.params.mtime, threads: 2 }, self.params.compression, blob.clone());
+        let (layer, clobbered) = tokio::task::spawn_blocking(move || pack_to_file(&sources, &opts, compression, &b))
+            .await
+            .map_err(|e| BuildError::Options(format!("packing task failed: {e}")))?
+            .map_err(|source| BuildError::Pack { packages: names.join(", "), source })?;
+        self.compressed.fetch_add(1, Ordering::Relaxed);
+        self.reporter.advance(Stage::Pack, &names.join(", "));
+        let cached = CachedLayer { layer, packages: names, clobbered };
+        self.cache.put(&key, &cached, &blob)?;
+        drop(tmp);
+        Ok(BakedLayer { cached, from_cache: false, members: members.to_vec() })
+    }
+}
