@@ -8,7 +8,7 @@ out=${1:?usage: make-debian-base.sh OUT_LAYOUT [DEB_CACHE_DIR]}
 debs=${2:-$(dirname "$out")/debs}
 pkgs=(libc6 libgcc-s1 libssl3 libffi8 libsqlite3-0 libbz2-1.0 liblzma5 zlib1g libncursesw6 libtinfo6
       libreadline8 libuuid1 libexpat1 readline-common dash coreutils libacl1 libattr1 libselinux1 libpcre2-8-0
-      libgmp10 libcap2 base-files)
+      libgmp10 libcap2 base-files bash)
 mkdir -p "$debs"
 fetch() { (cd "$debs" && for p in "${pkgs[@]}"; do ls "${p}"_*.deb >/dev/null 2>&1 || apt-get download -q -o APT::Sandbox::User=root "$p" >/dev/null || return 1; done); }
 # A fresh machine may have no package lists yet.

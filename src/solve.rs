@@ -177,7 +177,44 @@ pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
         rattler_solve::SolveError::Unsolvable(reasons) => SolveError::Unsolvable(reasons.join("\n")),
         other => SolveError::Unsolvable(other.to_string()),
     })?;
-    Ok(Solved { records: rattler_conda_types::PackageRecord::sort_topologically(solution.records) })
+    Ok(Solved { records: install_order(solution.records) })
+}
+
+/// Dependencies before dependents, and otherwise by name (Kahn's algorithm, ties broken by name, as
+/// conda's toposort does): a canonical order, so that which of two unrelated packages installs "later"
+/// (and wins a clobbered path) never depends on anything but the package set. Dependency cycles, which
+/// conda allows, are broken at the alphabetically first package of the cycle.
+pub fn install_order(records: Vec<RepoDataRecord>) -> Vec<RepoDataRecord> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let names: Vec<String> = records.iter().map(|r| r.package_record.name.as_normalized().to_string()).collect();
+    let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let mut deps: Vec<BTreeSet<usize>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.package_record
+                .depends
+                .iter()
+                .filter_map(|d| index.get(d.split([' ', '=', '<', '>', '!', '~', '[']).next().unwrap_or("")).copied())
+                .filter(|&d| d != i)
+                .collect()
+        })
+        .collect();
+    let mut done = vec![false; records.len()];
+    let mut order = Vec::with_capacity(records.len());
+    while order.len() < records.len() {
+        let ready: Option<usize> = (0..records.len())
+            .filter(|&i| !done[i] && deps[i].iter().all(|&d| done[d]))
+            .min_by(|&a, &b| names[a].cmp(&names[b]));
+        let next = ready.unwrap_or_else(|| {
+            (0..records.len()).filter(|&i| !done[i]).min_by(|&a, &b| names[a].cmp(&names[b])).expect("some left")
+        });
+        done[next] = true;
+        deps[next].clear();
+        order.push(next);
+    }
+    let mut slots: Vec<Option<RepoDataRecord>> = records.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// Writes `solved` as a rattler lock file for `platform`.
@@ -219,7 +256,7 @@ pub fn read_lock(path: &Path, platform: Subdir) -> Result<Solved, SolveError> {
         .conda_repodata_records(lock_platform)
         .map_err(|e| err(e.to_string()))?
         .ok_or_else(|| err(format!("has no packages for {platform}")))?;
-    Ok(Solved { records: rattler_conda_types::PackageRecord::sort_topologically(records) })
+    Ok(Solved { records: install_order(records) })
 }
 
 /// Parses a match spec the way environment files do (lenient).

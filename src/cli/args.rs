@@ -18,6 +18,13 @@ pub enum Codec {
     Zstd,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LinkScripts {
+    Runtime,
+    Fail,
+    Ignore,
+}
+
 #[derive(Args, Clone)]
 pub struct RegistryArgs {
     /// A registry (host:port) where plain HTTP is allowed when HTTPS fails; loopback always is. Repeatable.
@@ -102,6 +109,13 @@ pub struct BuildFlags {
     /// Opt this environment out of baked layers: the image installs it when the container starts.
     #[arg(long)]
     pub runtime_install: bool,
+    /// Packages with pre/post-link scripts: install them (and what depends on them) when the container
+    /// starts, refuse to build, or bake them anyway with a warning.
+    #[arg(long, value_enum, default_value = "runtime")]
+    pub link_scripts: LinkScripts,
+    /// Do not compile .pyc files into the layers.
+    #[arg(long)]
+    pub no_pyc: bool,
     /// How many layers to build at once [default: number of CPUs].
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -207,6 +221,12 @@ impl BuildFlags {
         opts.annotations = key_values(&self.annotations, "annotation")?;
         opts.install = self.runtime_install.then_some(InstallMode::Runtime);
         opts.runtime_installer = std::env::current_exe().ok();
+        opts.link_scripts = match self.link_scripts {
+            LinkScripts::Runtime => envlayer::scripts::LinkScriptPolicy::Runtime,
+            LinkScripts::Fail => envlayer::scripts::LinkScriptPolicy::Fail,
+            LinkScripts::Ignore => envlayer::scripts::LinkScriptPolicy::Ignore,
+        };
+        opts.pyc = !self.no_pyc;
         opts.now = self.clock.now()?;
         opts.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(s) if !s.is_empty() => Some(s.parse().map_err(|_| format!("SOURCE_DATE_EPOCH={s:?} is not a number"))?),

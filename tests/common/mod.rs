@@ -73,10 +73,12 @@ pub fn debian_base() -> PathBuf {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     BASE.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-base");
-        let layout = root.join("layout");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry-test/make-debian-base.sh");
+        // Made again whenever the script changes.
+        let version = envlayer::Digest::of(&std::fs::read(&script).unwrap()).hex();
+        let layout = root.join(&version[..16]).join("layout");
         if !layout.join("index.json").is_file() {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry-test/make-debian-base.sh");
-            run(Command::new("bash").arg(script).arg(&layout).arg(root.join("debs")));
+            run(Command::new("bash").arg(&script).arg(&layout).arg(root.join("debs")));
         }
         layout
     })
