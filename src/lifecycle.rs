@@ -52,6 +52,8 @@ pub struct EnvImage {
     pub packages: usize,
     /// Bytes of config and layers.
     pub size: u64,
+    /// Packages installed when the container starts (link scripts, or the whole environment).
+    pub runtime_packages: Vec<String>,
 }
 
 /// Why a lifecycle command failed.
@@ -108,6 +110,10 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
         expires_in_seconds: expires.map(|e| e.as_second() - now.as_second()),
         packages: a[ANNOTATION_PACKAGE_COUNT].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
         size,
+        runtime_packages: a[build::ANNOTATION_RUNTIME]
+            .as_str()
+            .map(|s| s.split(',').filter(|p| !p.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
     }))
 }
 

@@ -115,6 +115,9 @@ fn ls_and_prune_know_ready_expired_and_runtime_install_images() {
     assert_eq!(fresh_img["packages"], 2);
     assert!(fresh_img["size"].as_u64().unwrap() > 0);
     assert_eq!(fresh_img["expires_in_seconds"], 19 * 3600);
+    assert!(fresh_img["runtime_packages"].as_array().unwrap().is_empty());
+    let rt_img = images.iter().find(|i| i["name"] == "rt-env").unwrap();
+    assert_eq!(rt_img["runtime_packages"].as_array().unwrap().len(), 2, "ls says what installs at runtime");
     let (ok, table, _) = envlayer_env(&dir, &["ls", "--repo", &repo, "--now", T0_25H], &[]);
     assert!(ok && table.contains("runtime-install") && table.contains("expired") && table.contains("19h00m"), "{table}");
 

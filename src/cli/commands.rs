@@ -240,6 +240,9 @@ fn table(images: &[EnvImage]) {
             i.packages,
             human_size(i.size)
         );
+        if !i.runtime_packages.is_empty() {
+            println!("{:<24} installs at start: {}", "", i.runtime_packages.join(", "));
+        }
     }
 }
 
@@ -274,9 +277,12 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn runtime(command: Vec<String>) -> Result<()> {
+pub async fn runtime(install_only: bool, command: Vec<String>) -> Result<()> {
     let dir = std::env::var_os("ENVLAYER_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(envlayer::runtime::RUNTIME_DIR));
     envlayer::runtime::ensure_installed(&dir).await?;
+    if install_only {
+        return Ok(());
+    }
     let command = if command.is_empty() { vec!["/bin/sh".to_string()] } else { command };
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();

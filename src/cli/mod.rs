@@ -33,8 +33,11 @@ enum Command {
     Ls(commands::RepoArgs),
     /// Delete the expired environment images of a repository.
     Prune(commands::PruneArgs),
-    /// In a runtime-install image: install the environment at first start, then run CMD.
+    /// In an image with runtime packages: install them at first start, then run CMD.
     Runtime {
+        /// Install and exit (for a Kubernetes init container sharing the prefix through a volume).
+        #[arg(long)]
+        install_only: bool,
         /// The command to run afterwards [default: /bin/sh].
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -68,7 +71,7 @@ pub fn main() -> ExitCode {
         },
         Command::Ls(args) => runtime.block_on(commands::ls(args)),
         Command::Prune(args) => runtime.block_on(commands::prune(args)),
-        Command::Runtime { command } => runtime.block_on(commands::runtime(command)),
+        Command::Runtime { install_only, command } => runtime.block_on(commands::runtime(install_only, command)),
         Command::ExampleChannel { dir } => runtime
             .block_on(envlayer::synth::write_channel(&dir, &envlayer::synth::example_packages()))
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
