@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Starts containerd (Debian's 1.6) as a plain process with its own root, state and socket under WORKDIR,
-# with the CRI plugin on (the image service kubelet calls) and the native snapshotter.
+# with the CRI plugin on (the image service kubelet calls) and the overlayfs snapshotter that nodes use
+# (native, which copies every layer's parent, when this machine cannot mount overlayfs).
 # Registries are configured per host in WORKDIR/certs.d/<host:port>/hosts.toml (see allow_registry below).
 # usage: start-containerd.sh WORKDIR [REGISTRY_HOST:PORT ...]   (each registry is allowed over plain HTTP)
-# Writes WORKDIR/containerd.sock and WORKDIR/pids. Stop with: kill $(cat WORKDIR/pids)
+# Writes WORKDIR/containerd.sock, WORKDIR/snapshotter and WORKDIR/pids. Stop with: kill $(cat WORKDIR/pids)
 set -euo pipefail
 work=$(mkdir -p "${1:?usage: start-containerd.sh WORKDIR [REGISTRY ...]}" && cd "$1" && pwd)
 shift
 mkdir -p "$work/certs.d"
+snapshotter=native
+probe=$work/overlay-probe
+mkdir -p "$probe"/{l,u,w,m}
+if mount -t overlay overlay -o "lowerdir=$probe/l,upperdir=$probe/u,workdir=$probe/w" "$probe/m" 2>/dev/null; then
+  umount "$probe/m"
+  snapshotter=overlayfs
+fi
+rm -rf "$probe"
+echo "$snapshotter" > "$work/snapshotter"
 for reg in "$@"; do
   mkdir -p "$work/certs.d/$reg"
   printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$reg" "$reg" > "$work/certs.d/$reg/hosts.toml"
@@ -24,7 +34,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   address = "$work/containerd.sock.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
+    snapshotter = "$snapshotter"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$work/certs.d"
 TOML

@@ -47,6 +47,8 @@ pub struct Baked {
     pub facts: BTreeMap<usize, PackageFacts>,
     /// Paths installed by more than one package.
     pub clobbers: Vec<Clobber>,
+    /// Milliseconds spent installing (`install`) and packing (`pack`).
+    pub timings_ms: BTreeMap<String, u64>,
 }
 
 /// The packages to bake and everything needed to do it.
@@ -155,8 +157,25 @@ impl<'a> Baker<'a> {
     }
 
     /// Bakes the packages `baked` (indices, install order) into the layers of `plan`.
+    ///
+    /// Installing and packing overlap: each layer is packed as soon as its own packages are installed,
+    /// assuming no clobbers. Once every package's paths are known, only the (rare) layers with a package
+    /// that loses a clobbered path are packed again without those paths.
     pub async fn bake(&self, baked: &[usize], plan: &[Vec<usize>], jobs: usize) -> Result<Baked, BuildError> {
-        // 1. What every package installs (from the cache, or by installing it).
+        let t0 = std::time::Instant::now();
+        let none = BTreeMap::new();
+        let mut layers = futures::stream::iter(plan.iter().map(|members| {
+            let none = &none;
+            async move { self.layer(members, none).await }
+        }))
+        .buffered(jobs.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        let t1 = std::time::Instant::now();
+
+        // What every package installs: known now (from installing it, or from the cache).
         let facts: BTreeMap<usize, PackageFacts> = futures::stream::iter(baked.iter().map(|&i| async move {
             Ok::<_, BuildError>((i, self.facts(i).await?))
         }))
@@ -166,7 +185,7 @@ impl<'a> Baker<'a> {
         .into_iter()
         .collect::<Result<_, _>>()?;
 
-        // 2. Clobbers: the last package in install order that installs a path wins it.
+        // Clobbers: the last package in install order that installs a path wins it.
         let mut owners: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (&i, f) in &facts {
             for p in &f.paths {
@@ -187,18 +206,17 @@ impl<'a> Baker<'a> {
                 losers: who[..who.len() - 1].iter().map(|&l| dist(&self.records[l])).collect(),
             });
         }
-
-        // 3. Layers: a member that loses paths has them left out, and that is part of the layer's key.
-        let layers = futures::stream::iter(plan.iter().map(|members| {
-            let exclude = &exclude;
-            async move { self.layer(members, exclude).await }
-        }))
-        .buffered(jobs.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-        Ok(Baked { layers, facts, clobbers })
+        for layer in layers.iter_mut() {
+            if layer.members.iter().any(|i| exclude.contains_key(i)) {
+                let members = layer.members.clone();
+                *layer = self.layer(&members, &exclude).await?;
+            }
+        }
+        let timings_ms = BTreeMap::from([
+            ("install+pack".to_string(), (t1 - t0).as_millis() as u64),
+            ("clobbers".to_string(), t1.elapsed().as_millis() as u64),
+        ]);
+        Ok(Baked { layers, facts, clobbers, timings_ms })
     }
 
     async fn layer(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> Result<BakedLayer, BuildError> {
@@ -226,7 +244,7 @@ impl<'a> Baker<'a> {
         }
         let tmp = tempfile::NamedTempFile::new_in(self.cache.tmp_dir()?).map_err(|source| BuildError::Io { path: PathBuf::from("layer"), source })?;
         let blob = tmp.path().to_path_buf();
-        let (opts, compression, b) = (PackOptions { mtime: self.params.mtime, threads: 2 }, self.params.compression, blob.clone());
+        let (opts, compression, b) = (PackOptions { mtime: self.params.mtime, threads: crate::build::cpus() }, self.params.compression, blob.clone());
         let (layer, clobbered) = tokio::task::spawn_blocking(move || pack_to_file(&sources, &opts, compression, &b))
             .await
             .map_err(|e| BuildError::Options(format!("packing task failed: {e}")))?

@@ -471,6 +471,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
+    timings.insert("inspect".to_string(), t1.elapsed().as_millis() as u64);
     let link_scripts: BTreeMap<String, Vec<String>> = records
         .iter()
         .zip(&infos)
@@ -552,6 +553,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     reporter.finish(Stage::Fetch);
     reporter.finish(Stage::Install);
     timings.insert("layers".to_string(), t1.elapsed().as_millis() as u64);
+    timings.extend(baked_out.timings_ms.iter().map(|(k, v)| (format!("layers.{k}"), *v)));
     for c in &baked_out.clobbers {
         warnings.push(format!(
             "clobber: {} is installed by {} and {}; the image has {}'s (the later in dependency order, as conda does)",
@@ -660,7 +662,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
                 sources.push(Source::new(rt, crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string()));
             }
             let blob = tmp.path().join("layer.blob");
-            let opts_pack = PackOptions { mtime: params.mtime, threads: 2 };
+            let opts_pack = PackOptions { mtime: params.mtime, threads: cpus() };
             let (layer, _) = pack_to_file(&sources, &opts_pack, opts.compression, &blob)
                 .map_err(|source| BuildError::Pack { packages: "environment".into(), source })?;
             let c = CachedLayer { layer, packages: vec![], clobbered: vec![] };
@@ -691,7 +693,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
                 }
                 let blob = tmp.path().join("layer.blob");
                 let sources = [Source::new(tmp.path().join("root"), crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string())];
-                let (layer, _) = pack_to_file(&sources, &PackOptions { mtime: params.mtime, threads: 2 }, opts.compression, &blob)
+                let (layer, _) = pack_to_file(&sources, &PackOptions { mtime: params.mtime, threads: cpus() }, opts.compression, &blob)
                     .map_err(|source| BuildError::Pack { packages: "runtime archives".into(), source })?;
                 let c = CachedLayer { layer, packages: runtime_names.clone(), clobbered: vec![] };
                 cache.put(&key, &c, &blob)?;
@@ -911,4 +913,9 @@ fn env_history(created: &str, spec: &EnvSpec, records: &[RepoDataRecord]) -> Str
     let specs: Vec<String> = spec.specs.iter().map(|s| format!("{:?}", s.to_string())).collect();
     s.push_str(&format!("# update specs: [{}]\n", specs.join(", ")));
     s
+}
+
+/// The number of CPUs to compress a layer with.
+pub fn cpus() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
 }

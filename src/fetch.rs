@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct PackageStore {
     root: PathBuf,
     client: reqwest::Client,
+    /// Archives verified by this process: each is hashed once per build, not once per use.
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 /// A package present in the store.
@@ -99,7 +101,7 @@ pub fn hex(bytes: &[u8]) -> String {
 impl PackageStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), client: reqwest::Client::new() }
+        Self { root: root.into(), client: reqwest::Client::new(), verified: Default::default() }
     }
 
     fn tmp_dir(&self) -> Result<PathBuf, FetchError> {
@@ -108,14 +110,21 @@ impl PackageStore {
         Ok(dir)
     }
 
-    /// Makes sure the package is in the store, verified and extracted; downloads it if needed.
-    pub async fn fetch(&self, record: &RepoDataRecord) -> Result<Fetched, FetchError> {
+    /// Makes sure the package's archive is in the store and verified (not extracted); downloads it if
+    /// needed. Each archive is hashed once per process.
+    pub async fn fetch_archive(&self, record: &RepoDataRecord) -> Result<(PathBuf, bool), FetchError> {
+        let (archive, _, downloaded) = self.archive(record).await?;
+        Ok((archive, downloaded))
+    }
+
+    async fn archive(&self, record: &RepoDataRecord) -> Result<(PathBuf, String, bool), FetchError> {
         let file_name = record.identifier.to_file_name();
         let hash = package_hash(record).ok_or_else(|| FetchError::NoHash(file_name.clone()))?;
         let dir = self.root.join("pkgs").join(&hash);
         let archive = dir.join(&file_name);
         let mut downloaded = false;
-        let verified = if archive.is_file() {
+        let known = self.verified.lock().map(|v| v.contains(&archive)).unwrap_or(false);
+        let verified = known || if archive.is_file() {
             let a = archive.clone();
             let r = record.clone();
             let check = tokio::task::spawn_blocking(move || verify_file(&a, &r)).await;
@@ -136,6 +145,16 @@ impl PackageStore {
             // Whatever was extracted from an earlier, unverified archive is no longer trusted.
             let _ = std::fs::remove_dir_all(self.root.join("extracted").join(&hash));
         }
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(archive.clone());
+        }
+        Ok((archive, hash, downloaded))
+    }
+
+    /// Makes sure the package is in the store, verified and extracted; downloads it if needed.
+    pub async fn fetch(&self, record: &RepoDataRecord) -> Result<Fetched, FetchError> {
+        let file_name = record.identifier.to_file_name();
+        let (archive, hash, downloaded) = self.archive(record).await?;
         let extracted = self.root.join("extracted").join(&hash);
         if !extracted.join("info").join("index.json").is_file() {
             let stage = tempfile::Builder::new().prefix("extract-").tempdir_in(self.tmp_dir()?).map_err(io_err(&self.root))?;

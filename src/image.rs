@@ -47,6 +47,9 @@ pub struct Blob {
     pub digest: Digest,
     /// Where the blob lives in a registry, for mounts and copies.
     pub remote: Option<RemoteBlob>,
+    /// Its digest was computed from these bytes in this build (packed now, or checked when taken from
+    /// the cache), so copying it needs no second hash.
+    pub verified: bool,
 }
 
 /// A blob's home in a registry.
@@ -139,7 +142,7 @@ pub fn read_oci_layout(dir: &Path, reference: Option<&str>) -> Result<BaseImage,
         .map(|l: &Descriptor| {
             let (path, digest) = blob(&l.digest().to_string())?;
             let descriptor = serde_json::to_value(l).map_err(|e| bad(e.to_string()))?;
-            Ok(Blob { descriptor, path, digest, remote: None })
+            Ok(Blob { descriptor, path, digest, remote: None, verified: false })
         })
         .collect::<Result<_, ImageError>>()?;
     Ok(BaseImage { config, layers, manifest_digest, origin: None })
@@ -282,7 +285,7 @@ pub fn assemble(base: Option<&BaseImage>, layers: &[NewLayer], settings: &ImageS
         if !l.annotations.is_empty() {
             d["annotations"] = json!(l.annotations);
         }
-        blobs.push(Blob { descriptor: d, path: l.path.clone(), digest: l.layer.digest.clone(), remote: None });
+        blobs.push(Blob { descriptor: d, path: l.path.clone(), digest: l.layer.digest.clone(), remote: None, verified: true });
     }
     let mut manifest = json!({
         "schemaVersion": 2,
@@ -308,7 +311,14 @@ pub fn write_oci_layout(image: &Image, dir: &Path, tag: &str) -> Result<(), Imag
     let write = |path: PathBuf, bytes: &[u8]| std::fs::write(&path, bytes).map_err(io_err(&path));
     write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     for blob in &image.layers {
-        copy_verified(&blob.path, &blob.digest, &blobs.join(blob.digest.hex()))?;
+        let dest = blobs.join(blob.digest.hex());
+        if blob.verified {
+            if std::fs::hard_link(&blob.path, &dest).is_err() {
+                std::fs::copy(&blob.path, &dest).map_err(io_err(&dest))?;
+            }
+        } else {
+            copy_verified(&blob.path, &blob.digest, &dest)?;
+        }
     }
     write(blobs.join(image.config_digest().hex()), &image.config)?;
     write(blobs.join(image.digest().hex()), &image.manifest)?;

@@ -49,6 +49,25 @@ pub enum InstallError {
         #[source]
         source: rattler::install::InstallError,
     },
+    /// The package names a path that would leave its stage, or read a file outside the package.
+    #[error("{package}: refusing unsafe path {path:?}: {reason}")]
+    UnsafePath {
+        /// The package.
+        package: String,
+        /// The path as the package gives it.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The package's `info/paths.json` could not be read.
+    #[error("{package}: cannot read info/paths.json")]
+    PathsJson {
+        /// The package.
+        package: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The staging folder could not be written.
     #[error("cannot write {path}")]
     Io {
@@ -72,6 +91,7 @@ pub async fn install_package(
         let path = path.to_path_buf();
         move |source| InstallError::Io { path, source }
     };
+    check_paths(extracted, &package)?;
     let prefix = Prefix::create(stage).map_err(io(stage))?;
     // A fresh driver per package: its clobber registry must see this package alone.
     let driver = InstallDriver::default();
@@ -79,7 +99,9 @@ pub async fn install_package(
         target_prefix: Some(PathBuf::from(&target.prefix)),
         platform: Some(target.platform),
         python_info: target.python.clone(),
-        allow_hard_links: Some(false),
+        // Files that need no rewriting are hard-linked from the extracted package (as rattler's
+        // installer does); rewritten ones are new files. Nothing writes into a stage file afterwards.
+        allow_hard_links: Some(true),
         allow_ref_links: Some(false),
         allow_symbolic_links: Some(true),
         ..InstallOptions::default()
@@ -128,4 +150,38 @@ pub async fn install_package(
     std::fs::create_dir_all(stage.join("conda-meta")).map_err(io(stage))?;
     prefix_record.write_to_path(&meta, true).map_err(io(&meta))?;
     Ok(PackageFacts { dist, files: rel_paths.len(), activation, activation_skipped, link_scripts, paths: rel_paths })
+}
+
+/// Refuses packages whose files would land outside their stage or whose copies would read outside the
+/// package: absolute paths, `..`, paths through a symlink the package itself installs, and "files" that
+/// are really symlinks or special files in the extracted package (copying one would follow it). rattler
+/// links whatever `info/paths.json` says, so this is checked before it runs.
+pub fn check_paths(extracted: &Path, package: &str) -> Result<(), InstallError> {
+    use rattler_conda_types::package::{PathType, PathsJson};
+    use std::path::Component;
+    let paths = PathsJson::from_package_directory_with_deprecated_fallback(extracted)
+        .map_err(|source| InstallError::PathsJson { package: package.to_string(), source })?;
+    let unsafe_path = |path: &Path, reason| InstallError::UnsafePath { package: package.to_string(), path: path.display().to_string(), reason };
+    let symlinks: std::collections::HashSet<&Path> = paths
+        .paths
+        .iter()
+        .filter(|e| e.path_type == PathType::SoftLink)
+        .map(|e| e.relative_path.as_path())
+        .collect();
+    for entry in &paths.paths {
+        let p = entry.relative_path.as_path();
+        if p.as_os_str().is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(unsafe_path(p, "absolute, empty, or with '..'"));
+        }
+        if p.ancestors().skip(1).any(|a| symlinks.contains(a)) {
+            return Err(unsafe_path(p, "it is written through a symlink the package installs"));
+        }
+        let meta = std::fs::symlink_metadata(extracted.join(p)).map_err(|_| unsafe_path(p, "it is listed but not in the package"))?;
+        match entry.path_type {
+            PathType::SoftLink if !meta.file_type().is_symlink() => return Err(unsafe_path(p, "listed as a symlink but it is not one")),
+            PathType::HardLink if !meta.is_file() => return Err(unsafe_path(p, "listed as a file but it is a symlink, folder or device")),
+            _ => {}
+        }
+    }
+    Ok(())
 }

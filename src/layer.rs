@@ -11,7 +11,7 @@ use rattler_conda_types::RepoDataRecord;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever envlayer changes how it lays out a package's files, so old cache entries are not used.
-pub const LAYER_FORMAT: u32 = 2;
+pub const LAYER_FORMAT: u32 = 3;
 
 /// What decides a layer's bytes besides the package itself.
 #[derive(Debug, Clone)]

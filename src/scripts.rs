@@ -36,10 +36,27 @@ pub async fn inspect(store: &PackageStore, cache_dir: &std::path::Path, record: 
     if let Some(info) = std::fs::read(&cached).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
         return Ok(info);
     }
-    let fetched = store.fetch(record).await?;
-    let io = |path: PathBuf| move |source| FetchError::Io { path, source };
-    let paths = rattler_conda_types::package::PathsJson::from_package_directory_with_deprecated_fallback(&fetched.extracted)
-        .map_err(io(fetched.extracted.clone()))?;
+    // Only the info section is read (for .conda, a small separate part of the archive): extraction
+    // happens later, overlapped with packing, and only for packages that are baked.
+    let (archive, _) = store.fetch_archive(record).await?;
+    let file = record.identifier.to_file_name();
+    let a = archive.clone();
+    let (paths_json, messages) = tokio::task::spawn_blocking(move || read_info(&a))
+        .await
+        .map_err(|e| FetchError::Io { path: archive.clone(), source: std::io::Error::other(e) })?
+        .map_err(|source| FetchError::Io { path: archive.clone(), source })?;
+    let paths = match paths_json {
+        Some(text) => {
+            use rattler_conda_types::package::PackageFile;
+            rattler_conda_types::package::PathsJson::from_str(&text).map_err(|source| FetchError::Io { path: PathBuf::from(&file), source })?
+        }
+        // Very old packages have no paths.json: extract and let rattler read its fallback files.
+        None => {
+            let fetched = store.fetch(record).await?;
+            rattler_conda_types::package::PathsJson::from_package_directory_with_deprecated_fallback(&fetched.extracted)
+                .map_err(|source| FetchError::Io { path: fetched.extracted.clone(), source })?
+        }
+    };
     let name = record.package_record.name.as_normalized();
     let mut scripts: Vec<String> = paths
         .paths
@@ -52,17 +69,6 @@ pub async fn inspect(store: &PackageStore, cache_dir: &std::path::Path, record: 
         })
         .collect();
     scripts.sort();
-    let mut messages = Vec::new();
-    let dir = fetched.extracted.join("info").join("prelink_messages");
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            if let Ok(text) = std::fs::read_to_string(&f) {
-                messages.push(text.trim_end().to_string());
-            }
-        }
-    }
     let info = LinkInfo { scripts, messages };
     if let Some(dir) = cached.parent() {
         let _ = std::fs::create_dir_all(dir).and_then(|()| {
@@ -99,4 +105,49 @@ pub fn runtime_set(records: &[RepoDataRecord], flagged: &[bool]) -> Vec<bool> {
         }
     }
     out
+}
+
+/// Reads `info/paths.json` and the `info/prelink_messages/*` texts straight from an archive.
+fn read_info(archive: &std::path::Path) -> std::io::Result<(Option<String>, Vec<String>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(archive)?;
+    let name = archive.to_string_lossy();
+    let mut paths = None;
+    let mut messages: BTreeMap<String, String> = BTreeMap::new();
+    let mut visit = |entries: &mut dyn Iterator<Item = std::io::Result<(String, Vec<u8>)>>| -> std::io::Result<()> {
+        for e in entries {
+            let (path, data) = e?;
+            if path == "info/paths.json" {
+                paths = Some(String::from_utf8_lossy(&data).into_owned());
+            } else if let Some(m) = path.strip_prefix("info/prelink_messages/") {
+                messages.insert(m.to_string(), String::from_utf8_lossy(&data).trim_end().to_string());
+            }
+        }
+        Ok(())
+    };
+    let wanted = |p: &str| p == "info/paths.json" || p.starts_with("info/prelink_messages/");
+    macro_rules! walk {
+        ($archive:expr) => {{
+            let mut archive = $archive;
+            let mut items = archive.entries()?.filter_map(|e| {
+                let mut e = match e {
+                    Ok(e) => e,
+                    Err(err) => return Some(Err(err)),
+                };
+                let path = e.path().ok()?.to_string_lossy().into_owned();
+                if !wanted(&path) || !e.header().entry_type().is_file() {
+                    return None;
+                }
+                let mut data = Vec::new();
+                Some(e.read_to_end(&mut data).map(|_| (path, data)))
+            });
+            visit(&mut items)?;
+        }};
+    }
+    if name.ends_with(".conda") {
+        walk!(rattler_package_streaming::seek::stream_conda_info(file).map_err(std::io::Error::other)?);
+    } else {
+        walk!(rattler_package_streaming::read::stream_tar_bz2(file));
+    }
+    Ok((paths, messages.into_values().collect()))
 }

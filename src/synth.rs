@@ -156,12 +156,14 @@ pub fn write_package(pkg: &SynthPackage, dir: &Path) -> std::io::Result<PathBuf>
     Ok(out)
 }
 
-/// Writes a channel at `dir`: every package, and `repodata.json` for `noarch` and `linux-64`.
-pub async fn write_channel(dir: &Path, pkgs: &[SynthPackage]) -> std::io::Result<()> {
+/// Writes a channel at `dir`: every package, and `repodata.json` for `noarch` and `linux-64`. Packages
+/// are written one at a time, so a large channel never has to be in memory at once.
+pub async fn write_channel(dir: &Path, pkgs: impl IntoIterator<Item = SynthPackage>) -> std::io::Result<()> {
     let mut by_subdir: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
     by_subdir.insert("noarch", Default::default());
     by_subdir.insert("linux-64", Default::default());
     for pkg in pkgs {
+        let pkg = &pkg;
         let path = write_package(pkg, dir)?;
         let record = rattler_package_streaming::fs::repodata_record_from_package_archive(&path)
             .await
@@ -204,4 +206,82 @@ pub fn example_packages() -> Vec<SynthPackage> {
             "Each conda package of this environment is one layer of the image.\n",
         )),
     ]
+}
+
+/// A deterministic generator (xorshift), so the same seed always gives the same packages.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Content that compresses about as well as real package files (roughly 3:1 with gzip -6): text-like
+/// runs of words mixed with runs of random bytes.
+fn content(rng: &mut Rng, size: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "import ", "def ", "return ", "self", "(", "):\n    ", "numpy", "array", " = ", "0x7f", "lib", ".so",
+        "conda", "\n", "for i in range", "    ",
+    ];
+    let mut v = Vec::with_capacity(size);
+    while v.len() < size {
+        if rng.below(4) == 0 {
+            let n = 64 + rng.below(512) as usize;
+            for _ in 0..n {
+                v.push(rng.next() as u8);
+            }
+        } else {
+            let n = 32 + rng.below(256);
+            for _ in 0..n {
+                v.extend_from_slice(WORDS[rng.below(16) as usize].as_bytes());
+            }
+        }
+    }
+    v.truncate(size);
+    v
+}
+
+/// A large synthetic environment for benchmarks: `count` `linux-64` packages named `synth-NNN` adding up
+/// to about `total_bytes`, with a heavy-tailed size mix (a few big libraries, many small packages), 1 to
+/// a few hundred files each, and each package depending on up to three earlier ones.
+pub fn large_packages(count: usize, total_bytes: u64, seed: u64) -> impl Iterator<Item = SynthPackage> {
+    let mut rng = Rng(seed | 1);
+    // Heavy tail: weight ~ 1/rank, shuffled.
+    let weights: Vec<f64> = (0..count).map(|i| 1.0 / (1.0 + (i as f64))).collect();
+    let sum: f64 = weights.iter().sum();
+    let mut order: Vec<usize> = (0..count).collect();
+    for i in (1..count).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    let sizes: Vec<u64> = order.iter().map(|&r| ((weights[r] / sum) * total_bytes as f64) as u64 + 2048).collect();
+    (0..count).map(move |i| {
+        let mut rng = Rng((seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
+        let size = sizes[i];
+        let files = (1 + rng.below(1 + (size / 20_000).min(300))) as usize;
+        let mut pkg = SynthPackage::new(&format!("synth-{i:03}"), "1.0");
+        pkg.noarch = false;
+        for d in 0..rng.below(4).min(i as u64) {
+            let dep = (rng.below(i as u64) + d) as usize % i.max(1);
+            let spec = format!("synth-{dep:03}");
+            if !pkg.depends.contains(&spec) {
+                pkg.depends.push(spec);
+            }
+        }
+        let mut left = size as usize;
+        for f in 0..files {
+            let part = if f + 1 == files { left } else { (left / (files - f)).max(1) * (1 + rng.below(2) as usize) / 2 + 1 };
+            let part = part.min(left);
+            left -= part;
+            let dir = ["lib", "share/data", "include", "bin", "lib/python3.11/site-packages/pkg"][rng.below(5) as usize];
+            pkg.files.push(SynthFile::data(&format!("{dir}/synth-{i:03}/file-{f:04}.dat"), content(&mut rng, part)));
+        }
+        pkg
+    })
 }

@@ -13,6 +13,7 @@ fn cri_pulls_by_digest_and_the_environment_runs_gzip_and_zstd() {
     let addr = reg.addr();
     let ctrd = Service::containerd(&dir.join("containerd"), &[&addr]);
     let socket = ctrd.endpoint.clone();
+    let snapshotter = std::fs::read_to_string(ctrd.dir.join("snapshotter")).unwrap().trim().to_string();
     let base = format!("{}:base", debian_base().display());
     let env = env_file(&dir, "demo", &[&channels().join("local-python")], &["python=3.11", "flask"]);
     let cri = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("registry-test/cri_pull.py");
@@ -28,7 +29,7 @@ fn cri_pulls_by_digest_and_the_environment_runs_gzip_and_zstd() {
         let pulled = run(Command::new("python3").arg(&cri).arg(&socket).arg(&reference));
         assert!(pulled.lines().any(|l| l == reference), "CRI PullImage by digest: {pulled}");
         let out = run(Command::new("ctr")
-            .args(["--address", &socket, "-n", "k8s.io", "run", "--rm", "--snapshotter", "native"])
+            .args(["--address", &socket, "-n", "k8s.io", "run", "--rm", "--snapshotter", &snapshotter])
             .arg(&reference)
             .arg(format!("envlayer-{codec}"))
             .args(["python", "-c", "import flask, sys; print(sys.prefix)"]));

@@ -208,13 +208,14 @@ fn the_runtime_install_opt_out_installs_at_start_and_runs() {
     let reference = r["reference"].as_str().unwrap();
     let cri = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry-test/cri_pull.py");
     run(Command::new("python3").arg(&cri).arg(&ctrd.endpoint).arg(reference));
+    let snapshotter = std::fs::read_to_string(ctrd.dir.join("snapshotter")).unwrap().trim().to_string();
     // The image's entrypoint is envlayer's installer. `ctr run IMAGE ID ARGS` replaces the entrypoint as
     // well as the command (unlike a pod's `args:`), so the test names it, as a `command:` override must.
     let config = blob_json_from_registry(&addr, reference);
     let entrypoint: Vec<String> = config["config"]["Entrypoint"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert_eq!(entrypoint, ["/opt/envlayer/bin/envlayer", "runtime", "--"]);
     let out = Command::new("ctr")
-        .args(["--address", &ctrd.endpoint, "-n", "k8s.io", "run", "--rm", "--net-host", "--snapshotter", "native"])
+        .args(["--address", &ctrd.endpoint, "-n", "k8s.io", "run", "--rm", "--net-host", "--snapshotter", &snapshotter])
         .arg(reference)
         .arg("rt-1")
         .args(&entrypoint)

@@ -34,14 +34,12 @@ impl Compression {
         }
     }
 
-    /// Wraps `w` in an encoder. zstd uses its multithreaded encoder, whose output does not depend on the
-    /// number of worker threads, so the bytes are the same on every machine.
+    /// Wraps `w` in an encoder. Both codecs use `threads` threads, and neither's output depends on how
+    /// many: gzip is compressed in fixed blocks (see `pgzip`), and zstd's multithreaded encoder gives
+    /// the same bytes for any number of workers. So the bytes are the same on every machine.
     pub(crate) fn encoder<'a, W: Write + 'a>(&self, w: W, threads: u32) -> io::Result<Encoder<'a, W>> {
         Ok(match *self {
-            Compression::Gzip(level) => Encoder::Gzip(
-                // GzBuilder writes mtime 0 and no file name: the header is the same every time.
-                flate2::GzBuilder::new().write(w, flate2::Compression::new(level.min(9))),
-            ),
+            Compression::Gzip(level) => Encoder::Gzip(crate::pgzip::ParallelGz::new(w, level, threads as usize)?),
             Compression::Zstd(level) => {
                 let mut e = zstd::stream::write::Encoder::new(w, level)?;
                 e.multithread(threads.max(1))?;
@@ -54,7 +52,7 @@ impl Compression {
 
 /// A running compressor; call [`Encoder::finish`] to flush it and get the inner writer back.
 pub(crate) enum Encoder<'a, W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParallelGz<W>),
     Zstd(zstd::stream::write::Encoder<'a, W>),
 }
 
@@ -76,7 +74,7 @@ impl<W: Write> Write for Encoder<'_, W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Encoder::Gzip(e) => e.flush(),
+            Encoder::Gzip(e) => Write::flush(e),
             Encoder::Zstd(e) => e.flush(),
         }
     }

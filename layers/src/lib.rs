@@ -10,6 +10,7 @@
 mod compress;
 mod digest;
 mod pack;
+pub mod pgzip;
 mod plan;
 
 pub use compress::Compression;

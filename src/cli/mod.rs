@@ -73,7 +73,7 @@ pub fn main() -> ExitCode {
         Command::Prune(args) => runtime.block_on(commands::prune(args)),
         Command::Runtime { install_only, command } => runtime.block_on(commands::runtime(install_only, command)),
         Command::ExampleChannel { dir } => runtime
-            .block_on(envlayer::synth::write_channel(&dir, &envlayer::synth::example_packages()))
+            .block_on(envlayer::synth::write_channel(&dir, envlayer::synth::example_packages()))
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
             .map(|()| println!("{}", dir.display())),
     };

@@ -60,6 +60,7 @@ pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, arc
                 path: std::path::PathBuf::new(),
                 digest,
                 remote: Some(RemoteBlob { registry: registry.host().to_string(), repository: reference.repository.clone() }),
+                verified: false,
             })
         })
         .collect::<Result<_, RegistryError>>()?;
