@@ -135,21 +135,40 @@ fn row(rows: &mut Vec<Row>, scenario: &str, measure: &str, ratio: f64, limit: f6
 
 async fn build_scenarios(rows: &mut Vec<Row>, label: &str, env: &Path) {
     let w = work().join(label);
-    // The baseline is what users have today: the whole environment in one gzip layer.
-    let base_gzip = baseline(env, &w.join("baseline-gzip"), Compression::GZIP_DEFAULT).await;
-    let base_zstd = baseline(env, &w.join("baseline-zstd"), Compression::ZSTD_DEFAULT).await;
-    for (codec, compression, limit) in [("gzip", Compression::GZIP_DEFAULT, 0.5), ("zstd", Compression::ZSTD_DEFAULT, 0.25)] {
-        let cache = w.join(format!("cache-{codec}"));
-        let _ = std::fs::remove_dir_all(&cache);
-        let out = w.join(format!("out-{codec}.oci"));
-        let (cold, built) = envlayer_build(env, &out, &cache, compression, false).await;
+    // The baseline is what users have today: the whole environment in one gzip layer. This machine's
+    // CPU is shared, so each time is the best of three runs, baseline and envlayer alternating.
+    const RUNS: usize = 3;
+    let mut base_gzip = Duration::MAX;
+    let mut base_zstd = Duration::MAX;
+    let mut colds = [Duration::MAX, Duration::MAX];
+    let mut outputs: Vec<Option<envlayer::BuildOutput>> = vec![None, None];
+    for _ in 0..RUNS {
+        base_gzip = base_gzip.min(baseline(env, &w.join("baseline-gzip"), Compression::GZIP_DEFAULT).await);
+        base_zstd = base_zstd.min(baseline(env, &w.join("baseline-zstd"), Compression::ZSTD_DEFAULT).await);
+        for (k, compression) in [Compression::GZIP_DEFAULT, Compression::ZSTD_DEFAULT].into_iter().enumerate() {
+            let cache = w.join(format!("cache-{k}"));
+            let _ = std::fs::remove_dir_all(&cache);
+            let (t, b) = envlayer_build(env, &w.join(format!("out-{k}.oci")), &cache, compression, false).await;
+            if t < colds[k] {
+                colds[k] = t;
+                outputs[k] = Some(b);
+            }
+        }
+    }
+    for (k, (codec, compression, limit)) in [("gzip", Compression::GZIP_DEFAULT, 0.5), ("zstd", Compression::ZSTD_DEFAULT, 0.25)].into_iter().enumerate() {
+        let cache = w.join(format!("cache-{k}"));
+        let out = w.join(format!("out-{k}.oci"));
+        let (cold, built) = (colds[k], outputs[k].take().expect("measured"));
         let same = if codec == "gzip" { base_gzip } else { base_zstd };
         row(rows, &format!("1 cold build, {label}, {codec}"), "envlayer / gzip baseline time", secs(cold) / secs(base_gzip), limit, true,
             format!("envlayer {:.2}s ({} layers); baseline gzip {:.2}s; single-layer {codec} baseline {:.2}s ({:.2}x)",
                 secs(cold), built.summary.layers.len(), secs(base_gzip), secs(same), secs(cold) / secs(same)));
         println!("  (context) {label} {codec} stage times: {:?}", built.summary.timings_ms);
         if codec == "gzip" {
-            let (warm, _) = envlayer_build(env, &out, &cache, compression, false).await;
+            let mut warm = Duration::MAX;
+            for _ in 0..RUNS {
+                warm = warm.min(envlayer_build(env, &out, &cache, compression, false).await.0);
+            }
             row(rows, &format!("2 warm rebuild, {label}"), "warm / cold time", secs(warm) / secs(cold), 0.05, true,
                 format!("warm {:.3}s, cold {:.2}s", secs(warm), secs(cold)));
             let cache_pyc = w.join("cache-pyc");

@@ -87,3 +87,25 @@ fn refuses_to_replace_a_folder_that_is_not_an_image() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an OCI layout"));
     assert_eq!(std::fs::read_to_string(dir.join("precious/file")).unwrap(), "keep me");
 }
+
+#[test]
+fn malformed_repodata_and_bad_references_are_clear_errors() {
+    let dir = scratch("err-repodata");
+    let chan = dir.join("broken-chan");
+    std::fs::create_dir_all(chan.join("noarch")).unwrap();
+    std::fs::write(chan.join("noarch/repodata.json"), "{\"packages\": {\"x-1-0.tar.bz2\": {\"name\": 12}}").unwrap();
+    let env = env_file(&dir, "broken", &[&chan], &["x"]);
+    let stderr = fails(&dir, &env, &["broken-chan"]);
+    assert!(stderr.contains("repodata"), "{stderr}");
+
+    let chan = dir.join("chan");
+    assert!(envlayer(&dir, &["example-channel", chan.to_str().unwrap()]).status.success());
+    let env = env_file(&dir, "hello", &[&chan], &["envlayer-docs"]);
+    for (bad, expect) in [("registry.example.com/UPPER/case", "invalid image reference"), ("registry.example.com/x:bad tag", "invalid image reference")] {
+        let out = envlayer(&dir, &["build", env.to_str().unwrap(), "--push", bad, "--cache-dir", "cache", "-q"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(expect), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = envlayer(&dir, &["build", env.to_str().unwrap(), "--base", "not-a-layout-or-ref", "--cache-dir", "cache", "-q"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither an OCI layout"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -162,6 +162,31 @@ fn credentials_from_auth_json_and_a_credential_helper() {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     build_push(&dir, &env, &format!("{addr}/b/hello:1"), &[], &[("DOCKER_CONFIG", cfg.to_str().unwrap()), ("PATH", &path)]);
     run(Command::new("skopeo").args(["inspect", "--tls-verify=false", "--creds", "envlayer:s3cret-pw"]).arg(format!("docker://{addr}/b/hello:1")));
+
+    // With debug logging on, a successful push with a layout written: the password and its base64 form
+    // appear nowhere, not in stdout, stderr, the --json summary, or any blob of the image.
+    let (ok, out, err) = envlayer_env(
+        &dir,
+        &["build", env.to_str().unwrap(), "--push", &format!("{addr}/c/hello:1"), "-o", "pushed.oci", "--cache-dir", "cache", "--json"],
+        &[("DOCKER_CONFIG", cfg.to_str().unwrap()), ("PATH", &path), ("ENVLAYER_LOG", "debug")],
+    );
+    assert!(ok, "{err}");
+    let b64 = envlayer::registry::auth::base64_encode(b"envlayer:s3cret-pw");
+    for secret in ["s3cret-pw", b64.as_str()] {
+        assert!(!out.contains(secret) && !err.contains(secret), "secret in output");
+        for e in std::fs::read_dir(dir.join("pushed.oci/blobs/sha256")).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "secret in a blob");
+        }
+    }
+
+    // A registry base that does not exist: a clear error, nothing pushed.
+    let (ok, _, err) = envlayer_env(
+        &dir,
+        &["build", env.to_str().unwrap(), "--base", &format!("{addr}/no/such:1"), "--push", &format!("{addr}/d/hello:1"), "--cache-dir", "cache", "-q"],
+        &[("DOCKER_CONFIG", cfg.to_str().unwrap()), ("PATH", &path)],
+    );
+    assert!(!ok && err.contains("no/such") && (err.contains("404") || err.contains("no such image")), "{err}");
 }
 
 #[test]
