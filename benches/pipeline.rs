@@ -275,8 +275,12 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
         let _ = std::fs::remove_dir_all(&p);
         p
     };
-    let _ = std::fs::remove_dir_all(&rcache);
-    let rt_cold = install(&deps, &rt(1));
+    // Best of three cold installs (fresh caches), then the warm ones.
+    let mut rt_cold = f64::MAX;
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(&rcache);
+        rt_cold = rt_cold.min(install(&deps, &rt(1)));
+    }
     let rt_second = install(&deps, &rt(2));
     let rt_env2 = install(&[deps.clone(), vec!["setuptools".into()]].concat(), &rt(3));
     for codec in ["gzip", "zstd"] {
@@ -292,7 +296,12 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
         };
         let r1 = &refs.iter().find(|(c, n, _)| *c == codec && *n == "one").unwrap().2;
         let r2 = &refs.iter().find(|(c, n, _)| *c == codec && *n == "two").unwrap().2;
-        let p1 = pull(r1);
+        // Best of three cold pulls: the image, its content and snapshots are removed in between.
+        let mut p1 = f64::MAX;
+        for _ in 0..3 {
+            let _ = Command::new("ctr").args(["--address", &sock, "-n", "k8s.io", "images", "rm", "--sync"]).arg(r1).output();
+            p1 = p1.min(pull(r1));
+        }
         let p_again = pull(r1);
         let p2 = pull(r2);
         row(rows, &format!("4 pod start, {codec}"), "pull+unpack / runtime install", p1 / rt_cold, 1.0, true,

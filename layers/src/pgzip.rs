@@ -13,81 +13,122 @@ use std::io::{self, Write};
 pub const BLOCK: usize = 1 << 20;
 const DICT: usize = 32 * 1024;
 
-/// A gzip writer that compresses blocks on `threads` threads.
+struct Job {
+    seq: u64,
+    data: Vec<u8>,
+    dict: Vec<u8>,
+    last: bool,
+}
+
+type Done = (u64, io::Result<Vec<u8>>);
+
+/// A gzip writer that compresses blocks on `threads` worker threads while the caller keeps writing:
+/// at most `2 × threads` blocks are in flight, so memory stays bounded, and blocks are written out in
+/// order.
 pub struct ParallelGz<W: Write> {
     out: W,
     level: u32,
     threads: usize,
     pending: Vec<u8>,
-    batch: Vec<Vec<u8>>,
     tail: Vec<u8>,
     crc: crc32fast::Hasher,
     total: u64,
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+    results: std::sync::mpsc::Receiver<Done>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    finished: std::collections::BTreeMap<u64, Vec<u8>>,
+    next_seq: u64,
+    next_write: u64,
 }
 
 impl<W: Write> ParallelGz<W> {
     /// Starts a gzip stream on `out` (mtime 0, no name, OS unknown: the header is always the same).
     pub fn new(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
         out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
+        let threads = threads.max(1);
+        let level = level.min(9);
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(threads);
+        let (done_tx, results) = std::sync::mpsc::channel::<Done>();
+        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let workers = (0..threads)
+            .map(|_| {
+                let (rx, tx) = (job_rx.clone(), done_tx.clone());
+                std::thread::spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let out = deflate_block(&job.data, &job.dict, level, job.last);
+                    if tx.send((job.seq, out)).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
         Ok(Self {
             out,
-            level: level.min(9),
-            threads: threads.max(1),
+            level,
+            threads,
             pending: Vec::with_capacity(BLOCK),
-            batch: Vec::new(),
             tail: Vec::new(),
             crc: crc32fast::Hasher::new(),
             total: 0,
+            jobs: Some(job_tx),
+            results,
+            workers,
+            finished: Default::default(),
+            next_seq: 0,
+            next_write: 0,
         })
     }
 
-    /// Compresses the blocks gathered so far; the last one ends the stream when `last` is set.
-    fn flush_batch(&mut self, last: bool) -> io::Result<()> {
-        let blocks = std::mem::take(&mut self.batch);
-        if blocks.is_empty() {
-            return Ok(());
+    /// Writes out, in order, every block that is done.
+    fn write_ready(&mut self) -> io::Result<()> {
+        while let Some(data) = self.finished.remove(&self.next_write) {
+            self.out.write_all(&data)?;
+            self.next_write += 1;
         }
-        let n = blocks.len();
-        let mut dicts: Vec<&[u8]> = Vec::with_capacity(n);
-        dicts.push(&self.tail);
-        for b in &blocks[..n - 1] {
-            dicts.push(&b[b.len().saturating_sub(DICT)..]);
+        Ok(())
+    }
+
+    fn wait_one(&mut self) -> io::Result<()> {
+        let (seq, data) = self.results.recv().map_err(|_| io::Error::other("compression worker stopped"))?;
+        self.finished.insert(seq, data?);
+        self.write_ready()
+    }
+
+    fn submit(&mut self, data: Vec<u8>, last: bool) -> io::Result<()> {
+        let dict = std::mem::replace(&mut self.tail, data[data.len().saturating_sub(DICT)..].to_vec());
+        let job = Job { seq: self.next_seq, data, dict, last };
+        self.next_seq += 1;
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("stream already finished"))?
+            .send(job)
+            .map_err(|_| io::Error::other("compression worker stopped"))?;
+        // Bound the blocks in flight (and so the memory).
+        while self.next_seq - self.next_write > 2 * self.threads as u64 {
+            self.wait_one()?;
         }
-        let level = self.level;
-        let per_thread = n.div_ceil(self.threads);
-        let outputs: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = blocks
-                .chunks(per_thread)
-                .zip(dicts.chunks(per_thread))
-                .enumerate()
-                .map(|(c, (bs, ds))| {
-                    s.spawn(move || {
-                        bs.iter()
-                            .zip(ds)
-                            .enumerate()
-                            .map(|(k, (b, d))| deflate_block(b, d, level, last && c * per_thread + k == n - 1))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(io::Error::other("compression thread panicked"))])).collect()
-        });
-        for o in outputs {
-            self.out.write_all(&o?)?;
-        }
-        let lastb = blocks.last().expect("not empty");
-        self.tail = lastb[lastb.len().saturating_sub(DICT)..].to_vec();
         Ok(())
     }
 
     /// Ends the stream (last block, CRC-32, size) and returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
         let pending = std::mem::take(&mut self.pending);
-        self.batch.push(pending);
-        self.flush_batch(true)?;
+        self.submit(pending, true)?;
+        self.jobs = None;
+        while self.next_write < self.next_seq {
+            self.wait_one()?;
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
         let crc = self.crc.clone().finalize();
         self.out.write_all(&crc.to_le_bytes())?;
         self.out.write_all(&((self.total & 0xffff_ffff) as u32).to_le_bytes())?;
+        let _ = self.level;
         Ok(self.out)
     }
 }
@@ -127,10 +168,7 @@ impl<W: Write> Write for ParallelGz<W> {
             rest = &rest[take..];
             if self.pending.len() == BLOCK {
                 let full = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK));
-                self.batch.push(full);
-                if self.batch.len() >= self.threads * 2 {
-                    self.flush_batch(false)?;
-                }
+                self.submit(full, false)?;
             }
         }
         Ok(buf.len())
