@@ -284,28 +284,33 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
     let rt_second = install(&deps, &rt(2));
     let rt_env2 = install(&[deps.clone(), vec!["setuptools".into()]].concat(), &rt(3));
     for codec in ["gzip", "zstd"] {
-        let ctrd = Service { dir: w.join(format!("containerd-{codec}")) };
-        let sock = sh(Command::new("bash").arg(root().join("registry-test/start-containerd.sh")).arg(&ctrd.dir).arg(&addr));
-        let sock = sock.trim().to_string();
-        let snapshotter = std::fs::read_to_string(ctrd.dir.join("snapshotter")).unwrap().trim().to_string();
-        println!("  (context) containerd snapshotter: {snapshotter}");
-        let pull = |reference: &str| -> f64 {
-            let t = Instant::now();
-            sh(Command::new("ctr").args(["--address", &sock, "-n", "k8s.io", "images", "pull", "--plain-http", "--snapshotter", &snapshotter]).arg(reference).stdout(std::process::Stdio::null()));
-            secs(t.elapsed())
-        };
-        let r1 = &refs.iter().find(|(c, n, _)| *c == codec && *n == "one").unwrap().2;
-        let r2 = &refs.iter().find(|(c, n, _)| *c == codec && *n == "two").unwrap().2;
-        // Best of three cold pulls: the image, its content and snapshots are removed in between.
-        let mut p1 = f64::MAX;
-        for _ in 0..3 {
-            let _ = Command::new("ctr").args(["--address", &sock, "-n", "k8s.io", "images", "rm", "--sync"]).arg(r1).output();
-            p1 = p1.min(pull(r1));
+        let r1 = refs.iter().find(|(c, n, _)| *c == codec && *n == "one").unwrap().2.clone();
+        let r2 = refs.iter().find(|(c, n, _)| *c == codec && *n == "two").unwrap().2.clone();
+        // Best of three cold pulls, each on a freshly started containerd with an empty root (a new node).
+        let (mut p1, mut p_again, mut p2) = (f64::MAX, 0.0, 0.0);
+        for rep in 0..3 {
+            let ctrd = Service { dir: w.join(format!("containerd-{codec}-{rep}")) };
+            let sock = sh(Command::new("bash").arg(root().join("registry-test/start-containerd.sh")).arg(&ctrd.dir).arg(&addr));
+            let sock = sock.trim().to_string();
+            let snapshotter = std::fs::read_to_string(ctrd.dir.join("snapshotter")).unwrap().trim().to_string();
+            let pull = |reference: &str| -> f64 {
+                let t = Instant::now();
+                sh(Command::new("ctr").args(["--address", &sock, "-n", "k8s.io", "images", "pull", "--plain-http", "--snapshotter", &snapshotter]).arg(reference).stdout(std::process::Stdio::null()));
+                secs(t.elapsed())
+            };
+            let cold = pull(&r1);
+            if cold < p1 {
+                p1 = cold;
+                // On the same node: a second pod of the image, then the environment plus one package.
+                p_again = pull(&r1);
+                p2 = pull(&r2);
+            }
+            if rep == 0 {
+                println!("  (context) containerd snapshotter: {snapshotter}");
+            }
         }
-        let p_again = pull(r1);
-        let p2 = pull(r2);
         row(rows, &format!("4 pod start, {codec}"), "pull+unpack / runtime install", p1 / rt_cold, 1.0, true,
-            format!("pull {p1:.2}s vs py-rattler solve+install {rt_cold:.2}s"));
+            format!("cold pull {p1:.2}s (Debian base included) vs py-rattler solve+install {rt_cold:.2}s"));
         println!("  (context) second pod on the node: pull {p_again:.2}s vs runtime install (warm cache) {rt_second:.2}s");
         println!("  (context) second env sharing most packages: pull {p2:.2}s vs runtime install {rt_env2:.2}s");
     }
