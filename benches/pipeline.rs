@@ -248,6 +248,9 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
     let w2 = w.join("two");
     std::fs::create_dir_all(&w2).unwrap();
     let env2 = env_file(&w2, "pod", &fixtures, &[deps.clone(), vec!["setuptools".into()]].concat());
+    // The base is on the node already for both ways of starting (the runtime-install pod needs it too).
+    let base_ref = format!("{addr}/bench/base:1");
+    sh(Command::new("skopeo").args(["copy", "-q", "--dest-tls-verify=false"]).arg(format!("oci:{}:base", base_layout.display())).arg(format!("docker://{base_ref}")));
     let mut refs = Vec::new();
     for (codec, compression) in [("gzip", Compression::GZIP_DEFAULT), ("zstd", Compression::ZSTD_DEFAULT)] {
         for (n, env) in [("one", &env1), ("two", &env2)] {
@@ -265,9 +268,17 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
     let script = w.join("rattler_install.py");
     std::fs::write(&script, RATTLER_INSTALL).unwrap();
     let rcache = w.join("rattler-cache");
+    // One retry: a run that fails for a passing reason (a dropped loopback connection) is repeated.
     let install = |deps: &[String], target: &Path| -> f64 {
-        let out = sh(Command::new("python3").arg(&script).arg(format!("http://127.0.0.1:{port}/")).arg(target).arg(&rcache).args(deps));
-        out.trim().parse().unwrap()
+        for attempt in 0..2 {
+            let _ = std::fs::remove_dir_all(target);
+            let out = Command::new("python3").arg(&script).arg(format!("http://127.0.0.1:{port}/")).arg(target).arg(&rcache).args(deps).output().unwrap();
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            }
+            eprintln!("py-rattler install failed (attempt {attempt}): {}", String::from_utf8_lossy(&out.stderr));
+        }
+        panic!("py-rattler install failed twice");
     };
     // Short prefixes: the fixture's CPython has a 28-character placeholder.
     let rt = |n: u32| {
@@ -298,6 +309,7 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
                 sh(Command::new("ctr").args(["--address", &sock, "-n", "k8s.io", "images", "pull", "--plain-http", "--snapshotter", &snapshotter]).arg(reference).stdout(std::process::Stdio::null()));
                 secs(t.elapsed())
             };
+            pull(&base_ref);
             let cold = pull(&r1);
             if cold < p1 {
                 p1 = cold;
@@ -310,7 +322,7 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
             }
         }
         row(rows, &format!("4 pod start, {codec}"), "pull+unpack / runtime install", p1 / rt_cold, 1.0, true,
-            format!("cold pull {p1:.2}s (Debian base included) vs py-rattler solve+install {rt_cold:.2}s"));
+            format!("cold pull {p1:.2}s (base already on the node) vs py-rattler solve+install {rt_cold:.2}s"));
         println!("  (context) second pod on the node: pull {p_again:.2}s vs runtime install (warm cache) {rt_second:.2}s");
         println!("  (context) second env sharing most packages: pull {p2:.2}s vs runtime install {rt_env2:.2}s");
     }

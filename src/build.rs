@@ -217,6 +217,19 @@ pub struct PackageSummary {
     pub layer: usize,
 }
 
+impl PackageSummary {
+    fn new(r: &RepoDataRecord, layer: usize) -> Self {
+        Self {
+            name: r.package_record.name.as_normalized().to_string(),
+            version: r.package_record.version.to_string(),
+            build: r.package_record.build.to_string(),
+            file_name: r.identifier.to_file_name(),
+            sha256: r.package_record.sha256.map(|h| crate::fetch::hex(&h)),
+            layer,
+        }
+    }
+}
+
 /// One layer of the summary.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LayerSummary {
@@ -733,14 +746,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         let idx = layer_summaries.len();
         for &i in members {
             let r = &records[i];
-            packages[i] = Some(PackageSummary {
-                name: r.package_record.name.as_normalized().to_string(),
-                version: r.package_record.version.to_string(),
-                build: r.package_record.build.to_string(),
-                file_name: r.identifier.to_file_name(),
-                sha256: r.package_record.sha256.map(|h| crate::fetch::hex(&h)),
-                layer: idx,
-            });
+            packages[i] = Some(PackageSummary::new(r, idx));
         }
         if members.len() > 1 {
             shared.push(b.cached.packages.clone());
@@ -763,14 +769,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     if let Some((c, from_cache)) = &archives_layer {
         for &i in &runtime_packages {
             let r = &records[i];
-            packages[i] = Some(PackageSummary {
-                name: r.package_record.name.as_normalized().to_string(),
-                version: r.package_record.version.to_string(),
-                build: r.package_record.build.to_string(),
-                file_name: r.identifier.to_file_name(),
-                sha256: r.package_record.sha256.map(|h| crate::fetch::hex(&h)),
-                layer: layer_summaries.len(),
-            });
+            packages[i] = Some(PackageSummary::new(r, layer_summaries.len()));
         }
         new_layers.push(NewLayer {
             layer: c.layer.clone(),

@@ -500,10 +500,8 @@ impl Registry {
         }
     }
 
-    /// Downloads a blob to `dest`, checking its digest; never leaves a partial file at `dest`.
-    pub async fn download_blob(&self, repository: &str, digest: &Digest, dest: &Path) -> Result<(), RegistryError> {
-        use futures::StreamExt;
-        use std::io::Write;
+    /// GETs a blob; an answer other than success is an error.
+    async fn get_blob(&self, repository: &str, digest: &Digest) -> Result<(String, reqwest::Response), RegistryError> {
         let what = format!("GET blob {digest} from {repository}");
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
         let scopes = [scope(repository, "pull")];
@@ -512,6 +510,14 @@ impl Registry {
             let s = resp.status();
             return Err(self.unexpected(&what, s, ""));
         }
+        Ok((what, resp))
+    }
+
+    /// Downloads a blob to `dest`, checking its digest; never leaves a partial file at `dest`.
+    pub async fn download_blob(&self, repository: &str, digest: &Digest, dest: &Path) -> Result<(), RegistryError> {
+        use futures::StreamExt;
+        use std::io::Write;
+        let (what, resp) = self.get_blob(repository, digest).await?;
         let io = |source| RegistryError::Io { path: dest.to_path_buf(), source };
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -558,14 +564,7 @@ impl Registry {
 
     /// Reads a small blob (a config) into memory, checking its digest.
     pub async fn get_blob_bytes(&self, repository: &str, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
-        let what = format!("GET blob {digest} from {repository}");
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
-        let scopes = [scope(repository, "pull")];
-        let resp = self.send(&what, &scopes, |c| Ok(c.get(url.clone()))).await?;
-        if !resp.status().is_success() {
-            let s = resp.status();
-            return Err(self.unexpected(&what, s, ""));
-        }
+        let (what, resp) = self.get_blob(repository, digest).await?;
         let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport { registry: self.host.clone(), what: what.clone(), attempts: 1, source: e })?;
         if &Digest::of(&bytes) != digest {
             return Err(RegistryError::Invalid(format!("{}: blob {digest} does not match its digest", self.host)));
