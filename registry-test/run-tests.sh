@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests use (skopeo, umoci, the
 # registry, containerd, runc, openssl, htpasswd; grpcio from PyPI for the CRI client), then runs every
-# Rust test of the workspace and prints one totals line.
+# Rust test of the workspace, then each fuzz target for a bounded time, and prints one totals line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -25,7 +25,15 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Fuzzing, bounded: each target of fuzz/ for 30 s (ENVLAYER_SKIP_FUZZ=1 skips it).
+fuzz_status=0
+if [ "$status" -eq 0 ] && [ -z "${ENVLAYER_SKIP_FUZZ:-}" ]; then
+  ./registry-test/run-fuzz.sh "${ENVLAYER_FUZZ_SECONDS:-30}" 2>&1 | grep -E "^(Done|fuzz:|==[0-9]+==|thread .* panicked|SUMMARY)"
+  fuzz_status=${PIPESTATUS[0]}
+fi
 set -e
 # One closing line with the totals of every test binary (cargo prints one result line per binary).
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "envlayer: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
-exit "$status"
+[ "$fuzz_status" -eq 0 ] || echo "fuzzing found a crash (see fuzz/artifacts)" >&2
+[ "$status" -ne 0 ] && exit "$status"
+exit "$fuzz_status"
