@@ -129,10 +129,7 @@ impl BuildOptions {
 
     /// The lock file written beside the output: `<output>.lock`.
     pub fn lock_output(&self) -> Option<PathBuf> {
-        let output = self.output.as_ref()?;
-        let mut name = output.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
-        Some(output.with_file_name(name))
+        self.output.as_deref().map(crate::output::lock_path)
     }
 }
 
@@ -290,6 +287,9 @@ pub enum BuildError {
     /// Reading the base or writing the image.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// The output folder or its lock.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     /// Reading a base image from a registry.
     #[error("base image")]
     Registry(#[from] crate::registry::RegistryError),
@@ -401,11 +401,8 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         return Err(BuildError::Options(format!("--prefix {prefix:?} must be an absolute path like /opt/conda/envs/NAME")));
     }
     let os_arch = oci_platform(opts.platform)?;
-    if let Some(output) = opts.output.as_ref().filter(|o| o.exists() && !o.join("oci-layout").is_file()) {
-        return Err(BuildError::Options(format!(
-            "output {} exists and is not an OCI layout; refusing to replace it",
-            output.display()
-        )));
+    if let Some(output) = &opts.output {
+        crate::output::check(output)?;
     }
     let channels = solve::resolve_channels(&spec.channels, &spec.root_dir)?;
     let virtual_packages =
@@ -421,7 +418,8 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
                 for blob in &mut b.layers {
                     let path = cache.blob_path(&blob.digest);
                     if !path.is_file() {
-                        registry.download_blob(&reference.repository, &blob.digest, &path).await?;
+                        let size = blob.descriptor["size"].as_u64().unwrap_or(0);
+                        registry.download_blob(&reference.repository, &blob.digest, size, &path, &cache.tmp_dir()?).await?;
                     }
                     blob.path = path;
                 }
@@ -848,19 +846,8 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     // Write: into a temporary folder beside the output, then renamed into place.
     let t2 = Instant::now();
     reporter.start(Stage::Write, 1);
-    if let (Some(output), Some(lock_out)) = (&opts.output, opts.lock_output()) {
-        let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let tmp = tempfile::Builder::new().prefix(".envlayer-out-").tempdir_in(parent).map_err(io_err(parent))?;
-        let layout = tmp.path().join("layout");
-        image::write_oci_layout(&img, &layout, &opts.tag)?;
-        let lock_tmp = tmp.path().join("lock");
-        solve::write_lock(&Solved { records: records.clone() }, &channels, opts.platform, &lock_tmp)?;
-        if output.exists() {
-            std::fs::remove_dir_all(output).map_err(io_err(output))?;
-        }
-        std::fs::rename(&layout, output).map_err(io_err(output))?;
-        std::fs::rename(&lock_tmp, &lock_out).map_err(io_err(&lock_out))?;
+    if let Some(output) = &opts.output {
+        crate::output::write(&img, output, &opts.tag, &lock_text)?;
     }
     reporter.finish(Stage::Write);
     timings.insert("write".to_string(), t2.elapsed().as_millis() as u64);

@@ -105,9 +105,7 @@ impl PackageStore {
     }
 
     fn tmp_dir(&self) -> Result<PathBuf, FetchError> {
-        let dir = self.root.join("tmp");
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        Ok(dir)
+        crate::scratch::cache_dir(&self.root).map_err(io_err(&self.root))
     }
 
     /// Makes sure the package's archive is in the store and verified (not extracted); downloads it if

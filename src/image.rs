@@ -4,7 +4,6 @@
 
 use crate::layer::{copy_verified, CacheError};
 use envlayer_layers::{Digest, Layer};
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,78 +102,72 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.to_path_buf(), source }
 }
 
-/// Reads the image named `reference` (its `org.opencontainers.image.ref.name`), or the only image, from
-/// the OCI layout at `dir`.
-pub fn read_oci_layout(dir: &Path, reference: Option<&str>) -> Result<BaseImage, ImageError> {
+/// Reads a JSON file of a layout: a regular file (never through a link) of at most
+/// [`crate::net::MAX_MANIFEST_BYTES`].
+fn read_layout_file(dir: &Path, path: &Path) -> Result<Vec<u8>, ImageError> {
     let bad = |reason: String| ImageError::Layout { path: dir.to_path_buf(), reason };
-    let index_path = dir.join("index.json");
-    let index = ImageIndex::from_file(&index_path).map_err(|e| bad(format!("index.json: {e}")))?;
-    let manifests = index.manifests();
+    let file = crate::registry::client::open_regular(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    if len > crate::net::MAX_MANIFEST_BYTES {
+        return Err(bad(format!("{} is {len} bytes, more than envlayer reads ({})", path.display(), crate::net::MAX_MANIFEST_BYTES)));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, crate::net::MAX_MANIFEST_BYTES), &mut bytes).map_err(io_err(path))?;
+    Ok(bytes)
+}
+
+/// A layout's blob: its path and its bytes' digest, checked.
+fn read_layout_blob(dir: &Path, digest: &Digest) -> Result<Vec<u8>, ImageError> {
+    let bytes = read_layout_file(dir, &dir.join("blobs").join("sha256").join(digest.hex()))?;
+    if &Digest::of(&bytes) != digest {
+        return Err(ImageError::Layout { path: dir.to_path_buf(), reason: format!("blob {digest} does not match its digest") });
+    }
+    Ok(bytes)
+}
+
+/// Reads the image named `reference` (its `org.opencontainers.image.ref.name`), or the only image, from
+/// the OCI layout at `dir`: its manifest and config bytes as they are (digests checked) and its layers
+/// (checked when their bytes are used).
+pub fn read_layout_image(dir: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
+    let bad = |reason: String| ImageError::Layout { path: dir.to_path_buf(), reason };
+    let index: Value = serde_json::from_slice(&read_layout_file(dir, &dir.join("index.json"))?).map_err(|e| bad(format!("index.json: {e}")))?;
+    let manifests = index["manifests"].as_array().ok_or_else(|| bad("index.json has no manifests".into()))?;
     let chosen = match reference {
         Some(r) => manifests
             .iter()
-            .find(|m| {
-                m.annotations().as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).map(String::as_str)
-                    == Some(r)
-            })
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(r))
             .ok_or_else(|| bad(format!("no image tagged {r:?}")))?,
         None if manifests.len() == 1 => &manifests[0],
         None => return Err(bad(format!("holds {} images: name one as PATH:TAG", manifests.len()))),
     };
-    if chosen.media_type() != &MediaType::ImageManifest {
-        return Err(bad(format!("{} is a {}, not an image manifest", chosen.digest(), chosen.media_type())));
+    let media_type = chosen["mediaType"].as_str().unwrap_or_default();
+    if media_type != "application/vnd.oci.image.manifest.v1+json" {
+        return Err(bad(format!("the image is a {:?}, not an OCI image manifest", crate::net::escape(media_type))));
     }
-    let blob = |d: &str| -> Result<(PathBuf, Digest), ImageError> {
-        let digest: Digest = d.parse().map_err(|_| bad(format!("unsupported digest {d}")))?;
-        Ok((dir.join("blobs").join("sha256").join(digest.hex()), digest))
-    };
-    let (manifest_path, manifest_digest) = blob(&chosen.digest().to_string())?;
-    let manifest = ImageManifest::from_file(&manifest_path).map_err(|e| bad(format!("manifest: {e}")))?;
-    let (config_path, config_digest) = blob(&manifest.config().digest().to_string())?;
-    let config_bytes = std::fs::read(&config_path).map_err(io_err(&config_path))?;
-    if Digest::of(&config_bytes) != config_digest {
-        return Err(bad(format!("config blob {config_digest} does not match its digest")));
-    }
-    let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("config: {e}")))?;
-    let layers = manifest
-        .layers()
+    let manifest_digest: Digest = chosen["digest"].as_str().unwrap_or_default().parse().map_err(|e| bad(format!("index.json: {e}")))?;
+    let manifest_bytes = read_layout_blob(dir, &manifest_digest)?;
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).map_err(|e| bad(format!("manifest: {e}")))?;
+    let config_digest: Digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|e| bad(format!("manifest config: {e}")))?;
+    let config = read_layout_blob(dir, &config_digest)?;
+    let layers = manifest["layers"]
+        .as_array()
+        .ok_or_else(|| bad("manifest has no layers".into()))?
         .iter()
-        .map(|l: &Descriptor| {
-            let (path, digest) = blob(&l.digest().to_string())?;
-            let descriptor = serde_json::to_value(l).map_err(|e| bad(e.to_string()))?;
+        .map(|l| {
+            let (descriptor, digest, _) = crate::registry::layer_descriptor(l).map_err(bad)?;
+            let path = dir.join("blobs").join("sha256").join(digest.hex());
             Ok(Blob { descriptor, path, digest, remote: None, verified: false })
         })
         .collect::<Result<_, ImageError>>()?;
-    Ok(BaseImage { config, layers, manifest_digest, origin: None })
+    Ok(Image { config, manifest: manifest_bytes, layers })
 }
 
-/// Reads the image named `reference` (or the only one) from an OCI layout as it is, byte for byte, ready
-/// to push: its manifest and config bytes are kept so the digest does not change.
-pub fn read_layout_image(dir: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
-    let base = read_oci_layout(dir, reference)?;
-    let bad = |reason: String| ImageError::Layout { path: dir.to_path_buf(), reason };
-    let config = canonical_or_raw(dir, &base)?;
-    let index = ImageIndex::from_file(dir.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
-    let manifest_path = dir.join("blobs").join("sha256").join(base.manifest_digest.hex());
-    let manifest = std::fs::read(&manifest_path).map_err(io_err(&manifest_path))?;
-    if Digest::of(&manifest) != base.manifest_digest {
-        return Err(bad(format!("manifest {} does not match its digest", base.manifest_digest)));
-    }
-    let _ = index;
-    Ok(Image { config, manifest, layers: base.layers })
-}
-
-fn canonical_or_raw(dir: &Path, base: &BaseImage) -> Result<Vec<u8>, ImageError> {
-    // The config's exact bytes, as the manifest names them.
-    let manifest_path = dir.join("blobs").join("sha256").join(base.manifest_digest.hex());
-    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).map_err(io_err(&manifest_path))?)
-        .map_err(|e| ImageError::Layout { path: dir.to_path_buf(), reason: format!("manifest: {e}") })?;
-    let d: Digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|_| ImageError::Layout {
-        path: dir.to_path_buf(),
-        reason: "manifest has no config digest".into(),
-    })?;
-    let path = dir.join("blobs").join("sha256").join(d.hex());
-    std::fs::read(&path).map_err(io_err(&path))
+/// Reads the image named `reference` (or the only image) from the OCI layout at `dir`, as a base.
+pub fn read_oci_layout(dir: &Path, reference: Option<&str>) -> Result<BaseImage, ImageError> {
+    let image = read_layout_image(dir, reference)?;
+    let config = serde_json::from_slice(&image.config)
+        .map_err(|e| ImageError::Layout { path: dir.to_path_buf(), reason: format!("config: {e}") })?;
+    Ok(BaseImage { config, manifest_digest: image.digest(), layers: image.layers, origin: None })
 }
 
 /// One of envlayer's own layers, ready for an image.

@@ -104,11 +104,10 @@ impl LayerCache {
         Self { root: root.into() }
     }
 
-    /// A folder for temporary files on the same file system as the cache.
+    /// This process's folder for temporary files, on the same file system as the cache (see
+    /// [`crate::scratch`]: removed at exit or on interruption, swept if the process died).
     pub fn tmp_dir(&self) -> Result<PathBuf, CacheError> {
-        let dir = self.root.join("tmp");
-        std::fs::create_dir_all(&dir).map_err(|source| CacheError::Io { path: dir.clone(), source })?;
-        Ok(dir)
+        crate::scratch::cache_dir(&self.root).map_err(|source| CacheError::Io { path: self.root.join("tmp"), source })
     }
 
     /// Where the blob with this digest lives.

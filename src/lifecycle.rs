@@ -89,6 +89,11 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
     let (Some(name), Some(hash)) = (a[ANNOTATION_ENV_NAME].as_str(), a[ANNOTATION_INPUTS].as_str()) else {
         return Ok(None);
     };
+    // Annotations are the registry's data: an image whose name or identity does not have envlayer's
+    // form is not treated as envlayer's.
+    if crate::spec::check_name(name).is_err() || hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
     let expires: Option<jiff::Timestamp> = a[ANNOTATION_EXPIRES].as_str().and_then(|e| e.parse().ok());
     let expired = expires.is_some_and(|e| e <= now);
     let status = match (expired, a[ANNOTATION_INSTALL].as_str()) {
@@ -182,6 +187,8 @@ pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, 
 /// What `resolve` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Resolved {
+    /// The environment's name (from the environment file, checked against the name rule).
+    pub name: String,
     /// `registry/repo@sha256:...`.
     pub reference: String,
     /// Whether a fresh image was found (no solve, no build).
@@ -225,8 +232,17 @@ pub async fn resolve(
     let registry = registry::connect(repo, &opts.registry.auth, &opts.registry.client).await?;
     let found = inspect(&registry, repo, &tag, opts.now).await?;
     timings.insert("lookup".to_string(), t0.elapsed().as_millis() as u64);
+    // A hit must be this environment: the image's recorded identity must equal ours (a tag is only a
+    // name, and anyone with push access can put any image under it).
+    let found = found.filter(|i| {
+        let ours = i.hash == identity && i.name == spec.name;
+        if !ours {
+            tracing::warn!("{repo}:{tag} records another environment ({}); building", crate::net::escape(&i.hash));
+        }
+        ours
+    });
     if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
-        return Ok(Resolved { reference: img.reference.clone(), hit: true, image: img, build: None, push: None, timings_ms: timings });
+        return Ok(Resolved { name: spec.name, reference: img.reference.clone(), hit: true, image: img, build: None, push: None, timings_ms: timings });
     }
     if no_build {
         return Err(LifecycleError::Miss { name: spec.name, repo: repo.to_string(), tag });
@@ -250,5 +266,22 @@ pub async fn resolve(
     let img = inspect(&registry, repo, &tag, opts.now)
         .await?
         .ok_or_else(|| RegistryError::Invalid(format!("{repo}:{tag} is missing right after the push")))?;
-    Ok(Resolved { reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), push: Some(push), timings_ms: timings })
+    Ok(Resolved { name: spec.name, reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), push: Some(push), timings_ms: timings })
+}
+
+/// A Kubernetes container entry for the resolved image (a YAML list of one), written by a serializer:
+/// `name` is the environment's checked name, `image` a parsed `registry/repo@sha256:...` reference.
+pub fn k8s_container(resolved: &Resolved) -> Result<String, LifecycleError> {
+    crate::spec::check_name(&resolved.name).map_err(|e| RegistryError::Invalid(e))?;
+    let reference: Reference = resolved.reference.parse().map_err(|e| RegistryError::Invalid(format!("{e}")))?;
+    if reference.digest.is_none() || reference.tag.is_some() {
+        return Err(RegistryError::Invalid(format!("{} is not a reference by digest", crate::net::escape(&resolved.reference))).into());
+    }
+    #[derive(serde::Serialize)]
+    struct Container<'a> {
+        name: &'a str,
+        image: String,
+    }
+    serde_yaml::to_string(&[Container { name: &resolved.name, image: reference.to_string() }])
+        .map_err(|e| RegistryError::Invalid(format!("YAML: {e}")).into())
 }

@@ -36,26 +36,38 @@ pub struct PushReport {
 #[derive(Debug, Clone)]
 pub struct BlobLocations {
     file: Option<std::path::PathBuf>,
+    cache_dir: Option<std::path::PathBuf>,
     known: std::collections::BTreeMap<String, String>,
 }
 
 impl BlobLocations {
     /// No memory of earlier pushes.
     pub fn none() -> Self {
-        Self { file: None, known: Default::default() }
+        Self { file: None, cache_dir: None, known: Default::default() }
     }
-    /// The memory kept in `cache_dir` for `registry`.
+    /// The memory kept in `cache_dir` for `registry`. Entries are checked before use: a digest and a
+    /// repository name that are not valid are dropped (they would end up in URLs).
     pub fn load(cache_dir: &std::path::Path, registry: &str) -> Self {
-        let file = cache_dir.join("registries").join(format!("{}.json", registry.replace([':', '/'], "_")));
-        let known = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Self { file: Some(file), known }
+        let file = cache_dir.join("registries").join(format!("{}.json", registry.replace([':', '/', '[', ']'], "_")));
+        let raw: std::collections::BTreeMap<String, String> = std::fs::File::open(&file)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() <= 64 << 20))
+            .and_then(|f| serde_json::from_reader(std::io::BufReader::new(f)).ok())
+            .unwrap_or_default();
+        let known = raw
+            .into_iter()
+            .filter(|(digest, repo)| {
+                digest.parse::<Digest>().is_ok() && format!("{registry}/{repo}").parse::<Reference>().is_ok_and(|r| &r.repository == repo)
+            })
+            .collect();
+        Self { file: Some(file), cache_dir: Some(cache_dir.to_path_buf()), known }
     }
     fn save(&self) {
-        let Some(file) = &self.file else { return };
+        let (Some(file), Some(cache_dir)) = (&self.file, &self.cache_dir) else { return };
         let dir = file.parent().unwrap_or(std::path::Path::new("."));
         // Best effort: losing this memory only costs an upload later.
         let _ = std::fs::create_dir_all(dir).and_then(|()| {
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(crate::scratch::cache_dir(cache_dir)?)?;
             serde_json::to_writer(&mut tmp, &self.known)?;
             tmp.persist(file).map(|_| ()).map_err(|e| e.error)
         });
@@ -81,6 +93,7 @@ pub async fn push_image(
     let mut seen = std::collections::BTreeSet::new();
     let blobs: Vec<_> = image.layers.iter().filter(|b| seen.insert(b.digest.clone())).collect();
     let known = &locations.known;
+    let locations_cache = &locations.cache_dir;
     let results: Vec<Result<(), RegistryError>> = futures::stream::iter(blobs.into_iter().map(|blob| {
         let (uploaded, existing) = (&uploaded, &existing);
         async move {
@@ -107,12 +120,25 @@ pub async fn push_image(
                     Err(e) => return Err(e),
                 }
             }
-            if blob.path.is_file() {
+            if !blob.path.as_os_str().is_empty() && std::fs::symlink_metadata(&blob.path).is_ok() {
+                if !blob.verified {
+                    // A blob of a layout on disk: never a link, and its bytes must have its digest.
+                    let (path, digest) = (blob.path.clone(), blob.digest.clone());
+                    tokio::task::spawn_blocking(move || verify_blob_file(&path, &digest))
+                        .await
+                        .map_err(|e| RegistryError::Invalid(e.to_string()))??;
+                }
                 registry.upload_blob_file(repo, &blob.digest, &blob.path, session).await?;
             } else if let Some(remote) = &blob.remote {
                 // Not on disk: copy it from where it lives, through a temporary file.
-                let tmp = tempfile::tempdir().map_err(|source| RegistryError::Io { path: std::env::temp_dir(), source })?;
+                let scratch = match &locations_cache {
+                    Some(c) => crate::scratch::cache_dir(c),
+                    None => Ok(std::env::temp_dir()),
+                }
+                .map_err(|source| RegistryError::Io { path: std::env::temp_dir(), source })?;
+                let tmp = tempfile::tempdir_in(&scratch).map_err(|source| RegistryError::Io { path: scratch.clone(), source })?;
                 let file = tmp.path().join("blob");
+                let size = blob.descriptor["size"].as_u64().unwrap_or(0);
                 let source_registry;
                 let from: &Registry = if remote.registry == registry.host() {
                     registry
@@ -123,7 +149,7 @@ pub async fn push_image(
                     source_registry = crate::registry::connect(&r, &crate::registry::AuthSources::from_env(), &Default::default()).await?;
                     &source_registry
                 };
-                from.download_blob(&remote.repository, &blob.digest, &file).await?;
+                from.download_blob(&remote.repository, &blob.digest, size, &file, tmp.path()).await?;
                 registry.upload_blob_file(repo, &blob.digest, &file, session).await?;
             } else {
                 return Err(RegistryError::Invalid(format!("blob {} is neither on disk nor in a known repository", blob.digest)));
@@ -174,4 +200,17 @@ pub async fn push_image(
         existing: existing.into_inner(),
         retries: registry.stats.retries.load(Ordering::Relaxed) - retries_before,
     })
+}
+
+/// Checks that a blob file is a regular file (not a link) whose bytes have `digest`.
+fn verify_blob_file(path: &std::path::Path, digest: &Digest) -> Result<(), RegistryError> {
+    let io = |source| RegistryError::Io { path: path.to_path_buf(), source };
+    let mut file = crate::registry::client::open_regular(path).map_err(io)?;
+    let mut w = envlayer_layers::HashingWriter::new(std::io::sink());
+    std::io::copy(&mut file, &mut w).map_err(io)?;
+    let (_, actual, _) = w.finish();
+    if &actual != digest {
+        return Err(RegistryError::Invalid(format!("{}: the blob's bytes have digest {actual}, not {digest}; refusing to push it", path.display())));
+    }
+    Ok(())
 }

@@ -10,10 +10,17 @@ use std::str::FromStr;
 #[serde(try_from = "String", into = "String")]
 pub struct Digest([u8; 32]);
 
-/// A string that is not a `sha256:<64 hex>` digest.
+/// A string that is not a digest envlayer can verify: `sha256:` and 64 lowercase hex digits. Other
+/// algorithms (`sha512:...`) are refused, not skipped, so a pinned digest can never be bypassed.
 #[derive(Debug, thiserror::Error)]
-#[error("not a sha256 digest: {0:?}")]
-pub struct DigestParseError(String);
+pub enum DigestParseError {
+    /// Not `algorithm:hex` at all.
+    #[error("not a digest (expected sha256:<64 hex digits>): {0:?}")]
+    Malformed(String),
+    /// A well-formed digest of an algorithm envlayer does not verify.
+    #[error("digest algorithm {0:?} is not supported (envlayer verifies sha256 only)")]
+    Unsupported(String),
+}
 
 impl Digest {
     /// The digest of `data`.
@@ -53,9 +60,27 @@ impl fmt::Debug for Digest {
 impl FromStr for Digest {
     type Err = DigestParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        let shown: String = s.chars().take(100).flat_map(char::escape_debug).collect();
+        let Some((algorithm, hex)) = s.split_once(':') else { return Err(DigestParseError::Malformed(shown)) };
+        // The OCI grammar for an algorithm: lowercase letters and digits joined by `+._-`.
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm.len() <= 32
+            && algorithm.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
+        if !algorithm_ok {
+            return Err(DigestParseError::Malformed(shown));
+        }
+        if algorithm != "sha256" {
+            return Err(DigestParseError::Unsupported(algorithm.to_string()));
+        }
+        Self::from_hex(hex).ok_or(DigestParseError::Malformed(shown))
+    }
+}
+
+impl Digest {
+    /// Parses 64 lowercase hex digits (a sha256 without its `sha256:` prefix), as in a blob's file name.
+    pub fn from_hex(hex: &str) -> Option<Self> {
         if hex.len() != 64 {
-            return Err(DigestParseError(s.to_string()));
+            return None;
         }
         let mut out = [0u8; 32];
         for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
@@ -65,10 +90,10 @@ impl FromStr for Digest {
                 (Some(h), Some(l)) if !chunk.iter().any(u8::is_ascii_uppercase) => {
                     out[i] = (h * 16 + l) as u8
                 }
-                _ => return Err(DigestParseError(s.to_string())),
+                _ => return None,
             }
         }
-        Ok(Self(out))
+        Some(Self(out))
     }
 }
 impl TryFrom<String> for Digest {
@@ -131,6 +156,12 @@ mod tests {
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert!("sha256:XYZ".parse::<Digest>().is_err());
         assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse::<Digest>().is_err());
+        // The algorithm is required, and only sha256 is accepted.
+        assert!(d.hex().parse::<Digest>().is_err());
+        let e = format!("sha512:{}", "a".repeat(128)).parse::<Digest>().unwrap_err();
+        assert!(matches!(e, DigestParseError::Unsupported(_)), "{e}");
+        assert!(format!("sha256:{}/..", &d.hex()[..61]).parse::<Digest>().is_err());
+        assert_eq!(Digest::from_hex(&d.hex()), Some(d));
     }
 
     #[test]

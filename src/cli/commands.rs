@@ -6,7 +6,7 @@ use super::Result;
 use clap::{Args, ValueEnum};
 use envlayer::build::BaseRef;
 use envlayer::lifecycle::{self, EnvImage};
-use envlayer::registry::{AuthSources, ClientOptions, Reference};
+use envlayer::registry::Reference;
 use envlayer::spec::EnvSpec;
 use std::path::PathBuf;
 
@@ -153,25 +153,22 @@ pub async fn push(args: PushArgs) -> Result<()> {
         BaseRef::Registry(_) => return Err(format!("{} is not an OCI layout on disk", args.layout).into()),
     };
     let mut image = envlayer::image::read_layout_image(&dir, tag.as_deref())?;
-    // A base named by the image's io.envlayer.base label is mounted from its repository when it is on
-    // the same registry, rather than uploaded again.
+    let settings = args.registry.settings();
+    let registry = envlayer::registry::connect(&target, &settings.auth, &settings.client).await?;
+    // A base named by the image's io.envlayer.base label is mounted from its repository, but only when
+    // it is on the registry pushed to: a label is data, and no other registry is contacted for it.
     let config: serde_json::Value = serde_json::from_slice(&image.config)?;
-    if let Some(base) = config["config"]["Labels"][envlayer::image::LABEL_BASE].as_str() {
-        if let Ok(r) = base.parse::<Reference>() {
-            if let Ok(registry) = envlayer::registry::connect(&r, &AuthSources::from_env(), &ClientOptions::default()).await {
-                let arch = config["architecture"].as_str().unwrap_or("amd64");
-                if let Ok(b) = envlayer::registry::read_base(&registry, &r, "linux", arch).await {
-                    for blob in image.layers.iter_mut() {
-                        if let Some(remote) = b.layers.iter().find(|l| l.digest == blob.digest).and_then(|l| l.remote.clone()) {
-                            blob.remote = Some(remote);
-                        }
-                    }
+    let base_label = config["config"]["Labels"][envlayer::image::LABEL_BASE].as_str().and_then(|b| b.parse::<Reference>().ok());
+    if let Some(r) = base_label.filter(|r| r.registry == target.registry && r.digest.is_some()) {
+        let arch = config["architecture"].as_str().unwrap_or("amd64");
+        if let Ok(b) = envlayer::registry::read_base(&registry, &r, "linux", arch).await {
+            for blob in image.layers.iter_mut() {
+                if let Some(remote) = b.layers.iter().find(|l| l.digest == blob.digest).and_then(|l| l.remote.clone()) {
+                    blob.remote = Some(remote);
                 }
             }
         }
     }
-    let settings = args.registry.settings();
-    let registry = envlayer::registry::connect(&target, &settings.auth, &settings.client).await?;
     let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
     let mut locations = envlayer::push::BlobLocations::load(&cache, &target.registry);
     let report = envlayer::push::push_image(&registry, &target, &image, args.registry.push_jobs, &mut locations).await?;
@@ -197,10 +194,7 @@ pub async fn resolve(args: ResolveArgs) -> Result<()> {
     match args.format {
         Format::Ref => println!("{}", resolved.reference),
         Format::Json => println!("{}", serde_json::to_string_pretty(&resolved)?),
-        Format::K8s => {
-            println!("- name: {}", resolved.image.name);
-            println!("  image: {}", resolved.reference);
-        }
+        Format::K8s => print!("{}", envlayer::lifecycle::k8s_container(&resolved)?),
     }
     if !resolved.hit {
         eprintln!("built and pushed {} ({})", resolved.image.tag, resolved.reference);
@@ -230,18 +224,20 @@ fn table(images: &[EnvImage]) {
     println!("{:<24} {:<24} {:<16} {:<25} {:>10} {:>8} {:>9}", "NAME", "HASH", "STATUS", "CREATED", "EXPIRES IN", "PACKAGES", "SIZE");
     for i in images {
         let status = serde_json::to_value(i.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        // Everything here came from a registry: shown with control characters escaped.
+        let esc = envlayer::net::escape;
         println!(
             "{:<24} {:<24} {:<16} {:<25} {:>10} {:>8} {:>9}",
-            i.name,
-            &i.hash[..24.min(i.hash.len())],
+            esc(&i.name),
+            esc(&i.hash.chars().take(24).collect::<String>()),
             status,
-            i.created.as_deref().unwrap_or("-"),
+            esc(i.created.as_deref().unwrap_or("-")),
             human_in(i.expires_in_seconds),
             i.packages,
             human_size(i.size)
         );
         if !i.runtime_packages.is_empty() {
-            println!("{:<24} installs at start: {}", "", i.runtime_packages.join(", "));
+            println!("{:<24} installs at start: {}", "", esc(&i.runtime_packages.join(", ")));
         }
     }
 }
@@ -268,7 +264,7 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": args.dry_run, "deleted": gone}))?);
     } else {
         for i in &gone {
-            println!("{} {}:{} {}", if args.dry_run { "would delete" } else { "deleted" }, repo, i.tag, i.digest);
+            println!("{} {}:{} {}", if args.dry_run { "would delete" } else { "deleted" }, repo, envlayer::net::escape(&i.tag), i.digest);
         }
         if gone.is_empty() {
             eprintln!("nothing expired in {repo}");

@@ -55,25 +55,60 @@ pub fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ENVLAYER_LOG").unwrap_or_else(|_| "envlayer=warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    // Nothing envlayer writes (cache entries above all) may be writable by group or others, whatever
+    // the umask the process inherited.
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::process::umask(old | rustix::fs::Mode::WGRP | rustix::fs::Mode::WOTH);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let result = match cli.command {
-        Command::Build(args) => runtime.block_on(commands::build(args)),
-        Command::Push(args) => runtime.block_on(commands::push(args)),
-        Command::Resolve(args) => match runtime.block_on(commands::resolve(args)) {
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = run(cli.command) => code,
+            signal = interrupted() => {
+                // Stop here: the work in flight is dropped and this process's scratch folders removed, so
+                // an interrupted build leaves nothing behind (an earlier output stays as it was).
+                envlayer::scratch::release_all();
+                eprintln!("envlayer: interrupted by {signal}; temporary files removed, nothing was written");
+                ExitCode::from(if signal == "SIGINT" { 130 } else { 143 })
+            }
+        }
+    });
+    envlayer::scratch::release_all();
+    // Blocking work still running after an interruption is abandoned, not waited for.
+    runtime.shutdown_background();
+    code
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+async fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Build(args) => commands::build(args).await,
+        Command::Push(args) => commands::push(args).await,
+        Command::Resolve(args) => match commands::resolve(args).await {
             Err(e) if e.downcast_ref::<envlayer::lifecycle::LifecycleError>().is_some_and(|l| matches!(l, envlayer::lifecycle::LifecycleError::Miss { .. })) => {
                 eprintln!("{e}");
                 return ExitCode::from(EXIT_MISS);
             }
             other => other,
         },
-        Command::Ls(args) => runtime.block_on(commands::ls(args)),
-        Command::Prune(args) => runtime.block_on(commands::prune(args)),
-        Command::Runtime { install_only, command } => runtime.block_on(commands::runtime(install_only, command)),
-        Command::ExampleChannel { dir } => runtime
-            .block_on(envlayer::synth::write_channel(&dir, envlayer::synth::example_packages()))
+        Command::Ls(args) => commands::ls(args).await,
+        Command::Prune(args) => commands::prune(args).await,
+        Command::Runtime { install_only, command } => commands::runtime(install_only, command).await,
+        Command::ExampleChannel { dir } => envlayer::synth::write_channel(&dir, envlayer::synth::example_packages())
+            .await
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
             .map(|()| println!("{}", dir.display())),
     };

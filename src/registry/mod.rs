@@ -17,12 +17,36 @@ pub async fn connect(reference: &Reference, sources: &AuthSources, options: &Cli
     Registry::connect(&reference.registry, credential, options.clone()).await
 }
 
+/// The layer media types envlayer accepts in a base, and the OCI name it writes for each. Anything else
+/// (foreign or non-distributable layers, unknown types) is refused.
+pub fn layer_media_type(media_type: &str) -> Option<&'static str> {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            Some("application/vnd.oci.image.layer.v1.tar+gzip")
+        }
+        "application/vnd.oci.image.layer.v1.tar+zstd" => Some("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "application/vnd.oci.image.layer.v1.tar" => Some("application/vnd.oci.image.layer.v1.tar"),
+        _ => None,
+    }
+}
+
+/// A base layer's descriptor as envlayer writes it: media type, digest and size only, from values it
+/// parsed and checked (never copied whole: `urls` pointing elsewhere and foreign annotations are dropped).
+pub fn layer_descriptor(l: &serde_json::Value) -> Result<(serde_json::Value, Digest, u64), String> {
+    let digest: Digest = l["digest"].as_str().unwrap_or_default().parse().map_err(|e| format!("a layer's digest: {e}"))?;
+    let size = l["size"].as_u64().ok_or_else(|| format!("layer {digest} has no size"))?;
+    let given = l["mediaType"].as_str().unwrap_or_default();
+    let media_type = layer_media_type(given).ok_or_else(|| format!("layer {digest} has media type {:?}, which envlayer does not accept", crate::net::escape(given)))?;
+    Ok((serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": size}), digest, size))
+}
+
 /// Reads a base image's manifest and config from a registry (never its layers: they are mounted or
 /// copied when pushing, and downloaded only when a local layout is written). An index is resolved to
-/// the manifest for `os`/`architecture`.
+/// the manifest for `os`/`architecture`, whose digest is checked: a base pinned by digest cannot be
+/// swapped through an index entry.
 pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, architecture: &str) -> Result<BaseImage, RegistryError> {
     let bad = |what: String| RegistryError::Invalid(format!("base {reference}: {what}"));
-    let (mut bytes, mut media_type, mut digest) = registry.get_manifest(&reference.repository, &reference.target()).await?;
+    let (mut bytes, media_type, mut digest) = registry.get_manifest(&reference.repository, &reference.target()).await?;
     let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
     if media_type.contains("index") || media_type.contains("manifest.list") || manifest["manifests"].is_array() {
         let entry = manifest["manifests"]
@@ -31,13 +55,12 @@ pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, arc
                 m.iter().find(|e| e["platform"]["os"] == os && e["platform"]["architecture"] == architecture)
             })
             .ok_or_else(|| bad(format!("the index has no {os}/{architecture} image")))?;
-        let d = entry["digest"].as_str().unwrap_or_default().to_string();
-        (bytes, media_type, digest) = registry.get_manifest(&reference.repository, &d).await?;
+        let d: Digest = entry["digest"].as_str().unwrap_or_default().parse().map_err(|e| bad(format!("the index entry for {os}/{architecture}: {e}")))?;
+        (bytes, _, digest) = registry.get_manifest(&reference.repository, &d.to_string()).await?;
         manifest = serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
     }
-    let _ = media_type;
     let origin = format!("{}/{}@{digest}", registry.host(), reference.repository);
-    let config_digest: Digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|_| bad("no config digest".into()))?;
+    let config_digest: Digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|e| bad(format!("the config: {e}")))?;
     let config_bytes = registry.get_blob_bytes(&reference.repository, &config_digest).await?;
     let config = serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("config is not JSON: {e}")))?;
     let layers = manifest["layers"]
@@ -45,16 +68,7 @@ pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, arc
         .ok_or_else(|| bad("manifest has no layers".into()))?
         .iter()
         .map(|l| {
-            let digest: Digest = l["digest"].as_str().unwrap_or_default().parse().map_err(|_| bad("a layer has a bad digest".into()))?;
-            // Docker media types are given their OCI names: the manifest we write is an OCI manifest.
-            let mut descriptor = l.clone();
-            if let Some(mt) = l["mediaType"].as_str() {
-                let oci = match mt {
-                    "application/vnd.docker.image.rootfs.diff.tar.gzip" => "application/vnd.oci.image.layer.v1.tar+gzip",
-                    other => other,
-                };
-                descriptor["mediaType"] = serde_json::json!(oci);
-            }
+            let (descriptor, digest, _) = layer_descriptor(l).map_err(bad)?;
             Ok(Blob {
                 descriptor,
                 path: std::path::PathBuf::new(),

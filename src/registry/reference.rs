@@ -42,11 +42,7 @@ impl FromStr for Reference {
             _ => (rest, None),
         };
         if let Some(t) = &tag {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-                && !t.starts_with(['.', '-']);
-            if !ok {
+            if !is_tag(t) {
                 return Err(err("tags are up to 128 letters, digits, '_', '.', '-'"));
             }
         }
@@ -55,6 +51,13 @@ impl FromStr for Reference {
             _ if name.contains('/') => (DOCKER_HUB.to_string(), name.to_string()),
             _ => (DOCKER_HUB.to_string(), format!("library/{name}")),
         };
+        let host_ok = !registry.is_empty()
+            && registry.len() <= 255
+            && registry.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            && !registry.starts_with(['.', '-', ':']);
+        if !host_ok {
+            return Err(err("the registry must be a host name or address, with an optional :port"));
+        }
         let repo_ok = !repository.is_empty()
             && repository.split('/').all(|c| {
                 !c.is_empty()
@@ -81,11 +84,15 @@ impl Reference {
     pub fn by_digest(&self, digest: &Digest) -> String {
         format!("{}/{}@{digest}", self.registry, self.repository)
     }
-    /// Whether the registry is on this machine (plain HTTP is allowed there).
-    pub fn is_loopback(&self) -> bool {
-        let host = self.registry.rsplit_once(':').map_or(self.registry.as_str(), |(h, _)| h);
-        host == "localhost" || host.starts_with("127.") || host == "[::1]"
-    }
+}
+
+/// Whether `t` is a valid tag: up to 128 letters, digits, `_`, `.`, `-`, not starting with `.` or `-`
+/// (so a tag read from a registry can never be a path).
+pub fn is_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !t.starts_with(['.', '-'])
 }
 
 impl fmt::Display for Reference {
@@ -109,14 +116,13 @@ mod tests {
     fn parses_the_usual_forms() {
         let r: Reference = "127.0.0.1:5000/team/envs:demo".parse().unwrap();
         assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "team/envs", Some("demo")));
-        assert!(r.is_loopback());
         let r: Reference = "python".parse().unwrap();
         assert_eq!((r.registry.as_str(), r.repository.as_str(), r.target()), (DOCKER_HUB, "library/python", "latest".to_string()));
         let d = format!("sha256:{}", "a".repeat(64));
         let r: Reference = format!("docker://reg.io/x@{d}").parse().unwrap();
         assert_eq!(r.target(), d);
         assert_eq!(r.by_digest(&d.parse().unwrap()), format!("reg.io/x@{d}"));
-        for bad in ["reg.io/UPPER", "reg.io/x:bad tag", "reg.io/x@sha256:12", "reg.io/"] {
+        for bad in ["reg.io/UPPER", "reg.io/x:bad tag", "reg.io/x@sha256:12", "reg.io/", "reg.io/x/../y", "reg.io/x@sha512:ab", "re_g.io:5000/x"] {
             assert!(bad.parse::<Reference>().is_err(), "{bad}");
         }
     }

@@ -1,0 +1,151 @@
+//! Scratch space. Each envlayer process works in folders of its own (`<cache>/tmp/run-*` for the cache,
+//! `.envlayer-out-*` beside an output), each holding a `.owner` file that the process keeps locked
+//! (`flock`) while it lives. They are removed when the process is done or interrupted
+//! ([`release_all`], called by the CLI on SIGINT and SIGTERM), and when a process died without cleaning
+//! up (`kill -9`, a power cut), the next process that claims a folder in the same place removes the
+//! dead one's: its lock is free. A live process's folders are never touched: their lock is held.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const OWNER: &str = ".owner";
+
+/// Leftovers without an owner file (from an envlayer before 0.2, or a crash between creating the folder
+/// and locking it) are removed once they are this old.
+const ORPHAN_AGE: Duration = Duration::from_secs(6 * 3600);
+
+/// A folder this process owns; removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: PathBuf,
+    _owner: File,
+}
+
+impl Scratch {
+    /// Creates `parent/<prefix><random>` (and `parent`), locks it, and first removes the folders with the
+    /// same prefix that dead processes left in `parent`.
+    pub fn claim(parent: &Path, prefix: &str) -> io::Result<Self> {
+        std::fs::create_dir_all(parent)?;
+        sweep(parent, prefix);
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?.keep();
+        let owner = File::create(dir.join(OWNER)).and_then(|f| f.try_lock().map(|()| f).map_err(io::Error::other));
+        let owner = match owner {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        live().lock().unwrap_or_else(|e| e.into_inner()).insert(dir.clone(), ());
+        Ok(Self { dir, _owner: owner })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        live().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.dir);
+    }
+}
+
+/// Every scratch folder of this process, for [`release_all`].
+fn live() -> &'static Mutex<BTreeMap<PathBuf, ()>> {
+    static LIVE: Mutex<BTreeMap<PathBuf, ()>> = Mutex::new(BTreeMap::new());
+    &LIVE
+}
+
+/// The cache scratch folders of this process, one per cache root, kept until [`release_all`].
+fn cache_claims() -> &'static Mutex<BTreeMap<PathBuf, Arc<Scratch>>> {
+    static CLAIMS: Mutex<BTreeMap<PathBuf, Arc<Scratch>>> = Mutex::new(BTreeMap::new());
+    &CLAIMS
+}
+
+/// This process's scratch folder in the cache at `root` (`<root>/tmp/run-*`), on the cache's file system
+/// so that finished entries are renamed into place. Claimed on first use.
+pub fn cache_dir(root: &Path) -> io::Result<PathBuf> {
+    let mut claims = cache_claims().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = claims.get(root) {
+        return Ok(s.path().to_path_buf());
+    }
+    let s = Scratch::claim(&root.join("tmp"), "run-")?;
+    let path = s.path().to_path_buf();
+    claims.insert(root.to_path_buf(), Arc::new(s));
+    Ok(path)
+}
+
+/// Removes every scratch folder of this process (at exit, or on SIGINT/SIGTERM before exiting). Work
+/// still running in other threads then fails; the process is expected to exit.
+pub fn release_all() {
+    cache_claims().lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let dirs: Vec<PathBuf> = live().lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+/// Removes the folders named `<prefix>*` in `parent` whose owner is gone.
+pub fn sweep(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let path = entry.path();
+        // Never follow a link: only real folders are ours.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if !meta.is_dir() {
+            continue;
+        }
+        match File::open(path.join(OWNER)) {
+            Ok(owner) => {
+                // Free lock: the owner is dead. Remove while holding it, so no one else claims it meanwhile.
+                if owner.try_lock().is_ok() {
+                    tracing::debug!("removing {} left by an interrupted envlayer", path.display());
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+            Err(_) => {
+                let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > ORPHAN_AGE);
+                if old {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_claim_is_kept_and_a_dead_one_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = Scratch::claim(parent.path(), "x-").unwrap();
+        // A dead process's folder: an owner file nobody holds a lock on.
+        let dead = parent.path().join("x-dead");
+        std::fs::create_dir_all(&dead).unwrap();
+        File::create(dead.join(OWNER)).unwrap();
+        std::fs::write(dead.join("half-written"), b"..").unwrap();
+        let other = parent.path().join("not-ours");
+        std::fs::create_dir_all(&other).unwrap();
+        let second = Scratch::claim(parent.path(), "x-").unwrap();
+        assert!(!dead.exists(), "the dead folder is swept");
+        assert!(live.path().is_dir(), "a live claim is never swept");
+        assert!(other.is_dir(), "other names are left alone");
+        let (a, b) = (live.path().to_path_buf(), second.path().to_path_buf());
+        drop(live);
+        drop(second);
+        assert!(!a.exists() && !b.exists());
+    }
+}
