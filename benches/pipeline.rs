@@ -86,6 +86,7 @@ async fn baseline(env: &Path, dir: &Path, compression: Compression) -> Duration 
         platform: rattler_conda_types::Subdir::Linux64,
         virtual_packages: envlayer::solve::default_virtual_packages(rattler_conda_types::Subdir::Linux64),
         cache_dir: dir.join("cache"),
+        timeouts: Default::default(),
     })
     .await
     .unwrap();

@@ -96,6 +96,8 @@ pub struct BuildOptions {
     pub link_scripts: crate::scripts::LinkScriptPolicy,
     /// Compile `.pyc` files into the layers when this machine can run the environment's python.
     pub pyc: bool,
+    /// Connect and idle timeouts for channels and package downloads.
+    pub network: crate::net::Timeouts,
 }
 
 impl BuildOptions {
@@ -124,6 +126,7 @@ impl BuildOptions {
             runtime_installer: None,
             link_scripts: crate::scripts::LinkScriptPolicy::Runtime,
             pyc: true,
+            network: crate::net::Timeouts::default(),
         }
     }
 
@@ -401,6 +404,11 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         return Err(BuildError::Options(format!("--prefix {prefix:?} must be an absolute path like /opt/conda/envs/NAME")));
     }
     let os_arch = oci_platform(opts.platform)?;
+    for (kind, map) in [("--label", &opts.labels), ("--annotation", &opts.annotations)] {
+        for key in map.keys() {
+            crate::spec::check_user_key(key).map_err(|e| BuildError::Options(format!("{kind} {e}")))?;
+        }
+    }
     if let Some(output) = &opts.output {
         crate::output::check(output)?;
     }
@@ -438,17 +446,26 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     }
 
     reporter.start(Stage::Solve, 0);
+    let env_name = spec.source.display().to_string();
+    solve::check_sources(&spec.specs, &[], &channels, &env_name)?;
     let solved: Solved = match &opts.lock {
-        Some(lock) => solve::read_lock(lock, opts.platform)?,
+        Some(lock) => {
+            let solved = solve::read_lock(lock, opts.platform)?;
+            solve::check_sources(&[], &solved.records, &channels, &format!("lock file {}", lock.display()))?;
+            solved
+        }
         None => {
-            solve::solve(&SolveInput {
+            let solved = solve::solve(&SolveInput {
                 channels: channels.clone(),
                 specs: spec.specs.clone(),
                 platform: opts.platform,
                 virtual_packages: virtual_packages.clone(),
                 cache_dir: opts.cache_dir.clone(),
+                timeouts: opts.network,
             })
-            .await?
+            .await?;
+            solve::check_sources(&[], &solved.records, &channels, &format!("the repodata of {env_name}'s channels"))?;
+            solved
         }
     };
     reporter.finish(Stage::Solve);
@@ -470,7 +487,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         }
     }
     let install_mode = opts.install.unwrap_or(spec.envlayer.install);
-    let store = PackageStore::new(opts.cache_dir.clone());
+    let store = PackageStore::new(opts.cache_dir.clone()).with_timeouts(opts.network);
     let cache = LayerCache::new(opts.cache_dir.clone());
     let mut warnings = Vec::new();
 

@@ -60,6 +60,16 @@ pub enum FetchError {
         /// The archive's value.
         actual: String,
     },
+    /// The server sent more than the repodata says the package has.
+    #[error("{package} from {url}: the download passed its size of {size} bytes; stopped")]
+    TooLarge {
+        /// The package file name.
+        package: String,
+        /// Where it came from.
+        url: String,
+        /// The size it should have.
+        size: u64,
+    },
     /// The repodata has no hash to verify the package with.
     #[error("{0}: the repodata gives no sha256 or md5, so the package cannot be verified")]
     NoHash(String),
@@ -101,7 +111,17 @@ pub fn hex(bytes: &[u8]) -> String {
 impl PackageStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), client: reqwest::Client::new(), verified: Default::default() }
+        Self::with_client(root.into(), crate::net::Timeouts::default())
+    }
+
+    fn with_client(root: PathBuf, timeouts: crate::net::Timeouts) -> Self {
+        let client = crate::net::client_builder(timeouts).build().unwrap_or_default();
+        Self { root, client, verified: Default::default() }
+    }
+
+    /// The same store with these connect and idle timeouts for downloads.
+    pub fn with_timeouts(self, timeouts: crate::net::Timeouts) -> Self {
+        Self { verified: self.verified, ..Self::with_client(self.root, timeouts) }
     }
 
     fn tmp_dir(&self) -> Result<PathBuf, FetchError> {
@@ -154,10 +174,29 @@ impl PackageStore {
         let file_name = record.identifier.to_file_name();
         let (archive, hash, downloaded) = self.archive(record).await?;
         let extracted = self.root.join("extracted").join(&hash);
+        // An extraction from an earlier build is used only if every file still matches the package's
+        // paths.json (hashes included): the cache is checked, not trusted.
+        if extracted.exists() {
+            let dir = extracted.clone();
+            let valid = tokio::task::spawn_blocking(move || {
+                rattler_cache::validation::validate_package_directory(&dir, rattler_cache::validation::ValidationMode::Full).is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            if !valid {
+                tracing::warn!("{} does not match its package; extracting it again", extracted.display());
+                let _ = std::fs::remove_dir_all(&extracted);
+            }
+        }
         if !extracted.join("info").join("index.json").is_file() {
             let stage = tempfile::Builder::new().prefix("extract-").tempdir_in(self.tmp_dir()?).map_err(io_err(&self.root))?;
             let (a, s) = (archive.clone(), stage.path().to_path_buf());
-            tokio::task::spawn_blocking(move || rattler_package_streaming::fs::extract(&a, &s))
+            tokio::task::spawn_blocking(move || {
+                rattler_package_streaming::fs::extract(&a, &s)?;
+                // Archives carry their own modes (tar applies them whatever the umask): nothing in the
+                // cache may be writable by group or others.
+                strip_group_other_write(&s).map_err(rattler_package_streaming::ExtractError::IoError)
+            })
                 .await
                 .map_err(|e| FetchError::Io { path: archive.clone(), source: std::io::Error::other(e) })?
                 .map_err(|source| FetchError::Extract { package: file_name.clone(), source })?;
@@ -174,16 +213,28 @@ impl PackageStore {
         Ok(Fetched { archive, extracted, downloaded })
     }
 
+    /// Downloads (or copies, for a local channel) the archive to `dest`, stopping as soon as more than
+    /// the record's size arrives (or [`MAX_PACKAGE_BYTES`] when the record gives none); a stall longer
+    /// than the idle timeout fails naming the URL.
     async fn download(&self, record: &RepoDataRecord, dest: &Path) -> Result<(), FetchError> {
         let url = record.url.clone();
+        let package = record.identifier.to_file_name();
+        let cap = record.package_record.size.unwrap_or(MAX_PACKAGE_BYTES);
+        let too_large = || FetchError::TooLarge { package: package.clone(), url: url.to_string(), size: cap };
         let dl = |source: Box<dyn std::error::Error + Send + Sync>| FetchError::Download {
-            package: record.identifier.to_file_name(),
+            package: package.clone(),
             url: url.to_string(),
             source,
         };
         if url.scheme() == "file" {
+            // Only reached for files inside a configured local channel (see `solve::check_sources`).
             let src = url.to_file_path().map_err(|_| dl("not a local path".into()))?;
-            std::fs::copy(&src, dest).map_err(|e| dl(Box::new(e)))?;
+            let file = crate::registry::client::open_regular(&src).map_err(|e| dl(Box::new(e)))?;
+            if file.metadata().map_err(|e| dl(Box::new(e)))?.len() > cap {
+                return Err(too_large());
+            }
+            let mut out = std::fs::File::create(dest).map_err(io_err(dest))?;
+            std::io::copy(&mut std::io::Read::take(file, cap), &mut out).map_err(io_err(dest))?;
             return Ok(());
         }
         let response = self
@@ -193,14 +244,44 @@ impl PackageStore {
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| dl(Box::new(e)))?;
+        if response.content_length().is_some_and(|n| n > cap) {
+            return Err(too_large());
+        }
         let mut file = std::fs::File::create(dest).map_err(io_err(dest))?;
         let mut body = response.bytes_stream();
+        let mut received = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| dl(Box::new(e)))?;
+            received += chunk.len() as u64;
+            if received > cap {
+                return Err(too_large());
+            }
             file.write_all(&chunk).map_err(io_err(dest))?;
         }
         file.sync_all().map_err(io_err(dest))
     }
+}
+
+/// The largest package archive downloaded when the repodata gives no size.
+pub const MAX_PACKAGE_BYTES: u64 = 16 << 30;
+
+/// Removes group and other write permission from everything under `dir` (links are left alone).
+fn strip_group_other_write(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o022))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            strip_group_other_write(&entry?.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks an archive on disk against its record's size and sha256 (or md5).

@@ -23,6 +23,8 @@ pub struct SolveInput {
     pub virtual_packages: Vec<GenericVirtualPackage>,
     /// Where repodata is cached.
     pub cache_dir: PathBuf,
+    /// Connect and idle timeouts for channels.
+    pub timeouts: crate::net::Timeouts,
 }
 
 /// A solved environment: records in install (topological) order.
@@ -58,6 +60,16 @@ pub enum SolveError {
     /// A `--virtual-package` value is malformed.
     #[error("virtual package {0:?}: expected __name=version[=build]")]
     VirtualPackage(String),
+    /// A package record (from repodata or a lock file) or a spec points where it may not.
+    #[error("{source_name}: {package}: {reason}")]
+    Untrusted {
+        /// Where the record came from (the channels, or the lock file).
+        source_name: String,
+        /// The package (file name or spec), escaped.
+        package: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The lock file could not be read or written, or lacks the platform.
     #[error("lock file {path}: {reason}")]
     Lock {
@@ -157,8 +169,14 @@ pub fn override_virtual_packages(
 
 /// Fetches repodata for the specs and solves with resolvo.
 pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
+    // Every answer of a channel is cut at a size, and every read has the idle timeout.
+    let client = crate::net::client_builder(input.timeouts)
+        .build()
+        .map_err(|e| SolveError::Channel { channel: "(all)".into(), reason: format!("HTTP client: {e}") })?;
+    let client = reqwest_middleware::ClientBuilder::new(client).with(crate::net::CapBodies { cap: crate::net::MAX_REPODATA_BYTES }).build();
     let gateway = rattler_repodata_gateway::Gateway::builder()
         .with_cache_dir(input.cache_dir.join("repodata"))
+        .with_client(client)
         .finish();
     let names = input.channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>().join(", ");
     let repodata = gateway
@@ -166,7 +184,7 @@ pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
         .recursive(true)
         .execute()
         .await
-        .map_err(|source| SolveError::Repodata { channels: names, source })?
+        .map_err(|source| SolveError::Repodata { channels: names.clone(), source })?
         .repodata;
     let task = SolverTask {
         specs: input.specs.clone(),
@@ -178,6 +196,72 @@ pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
         other => SolveError::Unsolvable(other.to_string()),
     })?;
     Ok(Solved { records: install_order(solution.records) })
+}
+
+/// Whether `name` is a safe package archive file name: `<name>-<version>-<build>.conda` or `.tar.bz2`
+/// made of letters, digits and `._+!-`, not starting with a dot: never a path.
+pub fn is_archive_file_name(name: &str) -> bool {
+    let stem = name.strip_suffix(".conda").or_else(|| name.strip_suffix(".tar.bz2"));
+    stem.is_some_and(|stem| {
+        !stem.is_empty()
+            && name.len() <= 255
+            && !stem.starts_with('.')
+            && stem.chars().all(|c| c.is_ascii_alphanumeric() || "._+!-".contains(c))
+    })
+}
+
+/// Checks specs and solved or locked records against the configured channels: a spec with a `url` must
+/// name a package of a configured channel; every record's file name must be a plain archive name, and
+/// its URL must be on a configured channel (the same scheme, host and port; for `file://`, a path
+/// inside a configured local channel). A channel's repodata (its `base_url`) or a lock file can
+/// therefore never send envlayer to another host or to a local file. `source_name` names where the
+/// records came from, for errors.
+pub fn check_sources(specs: &[MatchSpec], records: &[RepoDataRecord], channels: &[Channel], source_name: &str) -> Result<(), SolveError> {
+    let allowed = |url: &url::Url| -> bool {
+        channels.iter().any(|c| {
+            let base = c.base_url.url();
+            match (url.scheme(), base.scheme()) {
+                ("file", "file") => match (url.to_file_path(), base.to_file_path()) {
+                    (Ok(p), Ok(b)) => !p.components().any(|c| c == std::path::Component::ParentDir) && p.starts_with(b),
+                    _ => false,
+                },
+                ("http" | "https", _) => crate::net::same_origin(url, base),
+                _ => false,
+            }
+        })
+    };
+    let untrusted = |package: String, reason: String| SolveError::Untrusted {
+        source_name: source_name.to_string(),
+        package: crate::net::escape(&package),
+        reason,
+    };
+    for spec in specs {
+        if let Some(url) = &spec.url {
+            if !allowed(url) {
+                return Err(untrusted(
+                    spec.to_string(),
+                    format!("its URL {} is not in a listed channel; add the channel it comes from to `channels:`", crate::net::escape(url.as_str())),
+                ));
+            }
+        }
+    }
+    for r in records {
+        let file = r.identifier.to_file_name();
+        if !is_archive_file_name(&file) {
+            return Err(untrusted(file, "is not a package archive file name (a name-version-build.conda or .tar.bz2)".into()));
+        }
+        if !allowed(&r.url) {
+            return Err(untrusted(
+                file,
+                format!(
+                    "its URL {} is not in a listed channel ({}); envlayer downloads packages only from the channels of the environment",
+                    crate::net::escape(r.url.as_str()),
+                    channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Dependencies before dependents, and otherwise by name (Kahn's algorithm, ties broken by name, as

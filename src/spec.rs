@@ -48,6 +48,22 @@ pub struct EnvSpec {
     pub envlayer: EnvlayerSection,
 }
 
+/// The largest environment file envlayer reads.
+pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
+
+/// Label and annotation keys that only envlayer sets: its own (`io.envlayer.*`) and the TTL label Quay
+/// honours. A user (or an environment file) that set them could make an image look like another
+/// environment's, or expire someone else's tag.
+pub fn check_user_key(key: &str) -> Result<(), String> {
+    if key.starts_with("io.envlayer.") || key == "quay.expires-after" {
+        return Err(format!("{key:?} is reserved for envlayer (io.envlayer.* and quay.expires-after are set by envlayer itself; use --ttl for expiry)"));
+    }
+    if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{:?} is not a valid label or annotation key", crate::net::escape(key)));
+    }
+    Ok(())
+}
+
 /// Checks the platform's rule for environment names: 2-63 characters of lowercase letters, digits and
 /// '-', starting and ending with a letter or digit.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -101,14 +117,27 @@ pub enum SpecError {
 impl EnvSpec {
     /// Reads and checks an environment file.
     pub fn from_path(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let read = |source| SpecError::Read { path: path.to_path_buf(), source };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let len = file.metadata().map_err(read)?.len();
+        if len > MAX_ENV_FILE_BYTES {
+            return Err(SpecError::Invalid {
+                path: path.to_path_buf(),
+                what: format!("the file is {len} bytes; environment files are at most {MAX_ENV_FILE_BYTES} bytes"),
+            });
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_ENV_FILE_BYTES), &mut text).map_err(read)?;
         Self::from_yaml_str(&text, path)
     }
 
     /// Parses an environment file's text; `path` is used in errors and to resolve relative channel paths.
     pub fn from_yaml_str(text: &str, path: &Path) -> Result<Self, SpecError> {
         let invalid = |what: String| SpecError::Invalid { path: path.to_path_buf(), what };
+        if text.len() as u64 > MAX_ENV_FILE_BYTES {
+            return Err(invalid(format!("the text is {} bytes; environment files are at most {MAX_ENV_FILE_BYTES} bytes", text.len())));
+        }
+        check_flow_nesting(text).map_err(|(line, what)| SpecError::Syntax { path: path.to_path_buf(), line, column: 0, message: what })?;
         // Parse as plain YAML first so syntax errors carry a location even when the document is not a map.
         let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| syntax(path, &e))?;
         if !doc.is_mapping() {
@@ -121,6 +150,11 @@ impl EnvSpec {
             Some(v) => serde_yaml::from_value(v.clone()).map_err(|e| invalid(format!("envlayer section: {e}")))?,
             None => EnvlayerSection::default(),
         };
+        for (kind, map) in [("label", &envlayer.labels), ("annotation", &envlayer.annotations)] {
+            for key in map.keys() {
+                check_user_key(key).map_err(|e| invalid(format!("envlayer section: {kind} {e}")))?;
+            }
+        }
         if let Some(pip) = env.pip_specs() {
             if !pip.is_empty() {
                 return Err(invalid(format!(
@@ -144,6 +178,45 @@ impl EnvSpec {
         let root_dir = std::path::absolute(&root_dir).unwrap_or(root_dir);
         Ok(Self { name, channels: env.channels, specs, root_dir, source: path.to_path_buf(), envlayer })
     }
+}
+
+/// The deepest `[`/`{` nesting envlayer parses. The YAML parser takes time quadratic in flow nesting
+/// (100,000 levels: over 30 s), so deeper documents are refused before it sees them.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuses flow collections nested deeper than [`MAX_FLOW_DEPTH`], naming the line. Quoted strings and
+/// comments are skipped; the scan is approximate only in being stricter than YAML in odd corners.
+fn check_flow_nesting(text: &str) -> Result<(), (usize, String)> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+            comment = false;
+        } else if comment {
+        } else if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                '#' if prev.is_whitespace() => comment = true,
+                '\'' | '"' if depth > 0 || prev.is_whitespace() || prev == ':' => quote = Some(c),
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err((line, format!("collections nested more than {MAX_FLOW_DEPTH} levels deep")));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        prev = c;
+    }
+    Ok(())
 }
 
 fn syntax(path: &Path, e: &serde_yaml::Error) -> SpecError {
@@ -192,6 +265,22 @@ mod tests {
         assert_eq!(s.envlayer.annotations["owner"], "me");
         let e = EnvSpec::from_yaml_str("name: ab\nchannels: [c]\ndependencies: [x]\nenvlayer:\n  instal: runtime\n", Path::new("e.yaml"));
         assert!(e.unwrap_err().to_string().contains("instal"));
+        for key in ["io.envlayer.env.inputs", "quay.expires-after", "io.envlayer.base"] {
+            for kind in ["labels", "annotations"] {
+                let e = EnvSpec::from_yaml_str(&format!("name: ab\nchannels: [c]\ndependencies: [x]\nenvlayer:\n  {kind}: {{{key}: x}}\n"), Path::new("e.yaml"));
+                assert!(e.unwrap_err().to_string().contains("reserved"), "{kind} {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_and_deeply_nested_files_are_refused_without_a_panic() {
+        let big = format!("name: ab\nchannels: [c]\ndependencies: [x]\n#{}\n", "x".repeat(MAX_ENV_FILE_BYTES as usize));
+        assert!(EnvSpec::from_yaml_str(&big, Path::new("e.yaml")).unwrap_err().to_string().contains("at most"));
+        let deep = format!("name: ab\nchannels: [c]\ndependencies: {}x{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(EnvSpec::from_yaml_str(&deep, Path::new("e.yaml")).is_err());
+        let aliases = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nname: ab\nchannels: [c]\ndependencies: [*g]\n";
+        assert!(EnvSpec::from_yaml_str(aliases, Path::new("e.yaml")).is_err());
     }
 
     #[test]

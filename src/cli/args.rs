@@ -36,14 +36,27 @@ pub struct RegistryArgs {
     /// Parallel blob uploads.
     #[arg(long = "push-jobs", default_value_t = 4)]
     pub push_jobs: usize,
+    /// Give up on a registry, channel or package server that sends (or takes) nothing for this many
+    /// seconds (each request is retried a few times before the command fails).
+    #[arg(long = "network-timeout", value_name = "SECONDS", env = "ENVLAYER_NETWORK_TIMEOUT", default_value_t = 60)]
+    pub network_timeout: u64,
 }
 
 impl RegistryArgs {
     pub fn settings(&self) -> RegistrySettings {
         RegistrySettings {
             auth: AuthSources::from_env(),
-            client: ClientOptions { insecure: self.insecure.clone(), ca_certs: self.ca.clone(), ..ClientOptions::default() },
+            client: ClientOptions {
+                insecure: self.insecure.clone(),
+                ca_certs: self.ca.clone(),
+                timeouts: self.timeouts(),
+                ..ClientOptions::default()
+            },
         }
+    }
+
+    pub fn timeouts(&self) -> envlayer::net::Timeouts {
+        envlayer::net::Timeouts::from_secs(self.network_timeout)
     }
 }
 
@@ -158,10 +171,12 @@ fn key_values(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> 
     items
         .iter()
         .map(|kv| {
-            kv.split_once('=')
+            let (k, v) = kv
+                .split_once('=')
                 .filter(|(k, _)| !k.is_empty())
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("--{flag} {kv:?}: expected KEY=VALUE").into())
+                .ok_or_else(|| format!("--{flag} {kv:?}: expected KEY=VALUE"))?;
+            envlayer::spec::check_user_key(k).map_err(|e| format!("--{flag} {e}"))?;
+            Ok((k.to_string(), v.to_string()))
         })
         .collect()
 }
@@ -204,6 +219,7 @@ impl BuildFlags {
         opts.virtual_packages = self.virtual_packages.clone();
         opts.base = self.base.as_deref().map(parse_base).transpose()?;
         opts.registry = self.registry.settings();
+        opts.network = self.registry.timeouts();
         opts.compression = match (self.compression, self.compression_level) {
             (Codec::Gzip, None) => Compression::GZIP_DEFAULT,
             (Codec::Gzip, Some(l)) if (0..=9).contains(&l) => Compression::Gzip(l as u32),
