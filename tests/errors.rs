@@ -84,7 +84,7 @@ fn refuses_to_replace_a_folder_that_is_not_an_image() {
     let env = env_file(&dir, "hello", &[&chan], &["envlayer-hello"]);
     let out = envlayer(&dir, &["build", env.to_str().unwrap(), "-o", "precious", "--cache-dir", "cache", "-q"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not an OCI layout"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not part of an OCI image layout"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(dir.join("precious/file")).unwrap(), "keep me");
 }
 

@@ -650,9 +650,7 @@ impl Registry {
                     tokio::time::sleep(self.options.backoff * 2u32.saturating_pow(tries - 1)).await;
                 }
                 Ok(r) => return Err(self.unexpected_answer(&what, r).await),
-                Err(RegistryError::Transport { .. } | RegistryError::Stalled { .. }) if tries < self.options.max_attempts => {
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                }
+                // `send_with` has already tried `max_attempts` times: one budget per upload, not nested.
                 Err(e) => return Err(e),
             }
         }

@@ -2,6 +2,9 @@
 //! chroot) and reading layers back.
 #![allow(dead_code)]
 
+pub mod fake_http;
+pub mod hostile;
+
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
