@@ -224,12 +224,23 @@ impl reqwest_middleware::Middleware for CapBodies {
         if resp.content_length().is_some_and(|n| n > self.cap) {
             return Err(reqwest_middleware::Error::middleware(ReadError::TooLarge { cap: self.cap }));
         }
-        let parts: http::Response<reqwest::Body> = resp.into();
-        let (parts, body) = parts.into_parts();
-        let limited = reqwest::Body::wrap(http_body_util::Limited::new(body, self.cap as usize));
-        let mut builder = http::Response::builder().status(parts.status).version(parts.version).url(url);
+        let status = resp.status();
+        let version = resp.version();
+        let headers = resp.headers().clone();
+        let cap = self.cap;
+        let mut seen = 0u64;
+        let body = resp.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            seen += chunk.len() as u64;
+            if seen > cap {
+                return Err(std::io::Error::other(format!("the answer is larger than {cap} bytes (envlayer's limit); refusing it")));
+            }
+            Ok(chunk)
+        });
+        let limited = reqwest::Body::wrap_stream(body);
+        let mut builder = http::Response::builder().status(status).version(version).url(url);
         if let Some(h) = builder.headers_mut() {
-            *h = parts.headers;
+            *h = headers;
         }
         let rebuilt = builder.body(limited).map_err(reqwest_middleware::Error::middleware)?;
         Ok(reqwest::Response::from(rebuilt))
