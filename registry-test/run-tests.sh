@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests use (skopeo, umoci, the
-# registry, containerd, runc, openssl, htpasswd; grpcio from PyPI for the CRI client), then runs every
+# registry, containerd, runc, openssl, htpasswd, GNU time for peak-memory checks; grpcio from PyPI for the
+# CRI client), then runs every
 # Rust test of the workspace, then each fuzz target for a bounded time, and prints one totals line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,12 +9,13 @@ need=()
 for tool in skopeo umoci docker-registry containerd runc htpasswd openssl; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test tools: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends skopeo umoci docker-registry containerd runc apache2-utils \
-    openssl ca-certificates >/dev/null
+    openssl ca-certificates time >/dev/null
 fi
 if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
   echo "installing grpcio and grpcio-tools from PyPI (CRI PullImage client)" >&2

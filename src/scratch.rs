@@ -31,12 +31,25 @@ impl Scratch {
     pub fn claim(parent: &Path, prefix: &str) -> io::Result<Self> {
         std::fs::create_dir_all(parent)?;
         sweep(parent, prefix);
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?.keep();
-        let owner = File::create(dir.join(OWNER)).and_then(|f| f.try_lock().map(|()| f).map_err(io::Error::other));
-        let owner = match owner {
-            Ok(f) => f,
+        // Made under another name, locked, then renamed: a sweeper never sees this folder with its lock free.
+        let unborn = tempfile::Builder::new().prefix(".claiming-").tempdir_in(parent)?.keep();
+        let claimed = File::create(unborn.join(OWNER)).and_then(|f| f.try_lock().map(|()| f).map_err(io::Error::other)).and_then(|f| {
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let mut n = 0u32;
+            loop {
+                let dir = parent.join(format!("{prefix}{}-{stamp}-{n}", std::process::id()));
+                // Fails if the name is taken by a folder with anything in it (every claimed one has .owner).
+                match std::fs::rename(&unborn, &dir) {
+                    Ok(()) => return Ok((dir, f)),
+                    Err(_) if n < 100 => n += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let (dir, owner) = match claimed {
+            Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(&unborn);
                 return Err(e);
             }
         };

@@ -52,7 +52,7 @@ fn eight_builds_at_once_share_one_cache_and_one_registry() {
     let mut python_layers = std::collections::BTreeSet::new();
     for (i, c) in children.into_iter().enumerate() {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "build {i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "build {i} ({:?}): {}", out.status, String::from_utf8_lossy(&out.stderr));
         let s: Value = serde_json::from_slice(&out.stdout).unwrap();
         let py = s["packages"].as_array().unwrap().iter().find(|p| p["name"] == "python").unwrap()["layer"].as_u64().unwrap();
         python_layers.insert(s["layers"][py as usize]["digest"].as_str().unwrap().to_string());

@@ -63,22 +63,25 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let code = runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         tokio::select! {
-            code = run(cli.command) => code,
-            signal = interrupted() => {
-                // Stop here: the work in flight is dropped and this process's scratch folders removed, so
-                // an interrupted build leaves nothing behind (an earlier output stays as it was).
-                envlayer::scratch::release_all();
-                eprintln!("envlayer: interrupted by {signal}; temporary files removed, nothing was written");
-                ExitCode::from(if signal == "SIGINT" { 130 } else { 143 })
-            }
+            code = run(cli.command) => Ok(code),
+            signal = interrupted() => Err(signal),
         }
     });
     envlayer::scratch::release_all();
-    // Blocking work still running after an interruption is abandoned, not waited for.
-    runtime.shutdown_background();
-    code
+    match outcome {
+        // The runtime is dropped normally: it waits for blocking work, so no thread outlives main.
+        Ok(code) => code,
+        Err(signal) => {
+            // The work in flight was dropped and this process's scratch folders are removed, so an
+            // interrupted build leaves nothing behind (an earlier output stays as it was). Blocking work
+            // still running fails on the removed folders; it gets a moment to end before the exit.
+            eprintln!("envlayer: interrupted by {signal}; temporary files removed, nothing was written");
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            std::process::exit(if signal == "SIGINT" { 130 } else { 143 })
+        }
+    }
 }
 
 /// Waits for SIGINT or SIGTERM and names it.
