@@ -13,6 +13,7 @@
 //!    from the same packages over HTTP on loopback (solve included); a second pod on the node; a second
 //!    environment sharing most packages;
 //! 5. layer compression throughput vs pigz and zstd -T0 on the same tar;
+//!
 //! and the peak memory of a cold build of the large environment.
 
 use envlayer::build::{BuildOptions, BaseRef};
@@ -328,6 +329,7 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
         println!("  (context) second env sharing most packages: pull {p2:.2}s vs runtime install {rt_env2:.2}s");
     }
     let _ = http.kill();
+    let _ = http.wait();
 }
 
 const RATTLER_INSTALL: &str = r#"

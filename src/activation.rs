@@ -87,10 +87,8 @@ pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
                 break;
             }
         }
-        if braced {
-            if chars.peek() == Some(&'}') {
-                chars.next();
-            }
+        if braced && chars.peek() == Some(&'}') {
+            chars.next();
         }
         if name.is_empty() {
             out.push('$');

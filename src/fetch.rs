@@ -80,7 +80,7 @@ pub enum FetchError {
         package: String,
         /// The cause.
         #[source]
-        source: rattler_package_streaming::ExtractError,
+        source: Box<rattler_package_streaming::ExtractError>,
     },
     /// The cache could not be written.
     #[error("package cache {path}")]
@@ -199,7 +199,7 @@ impl PackageStore {
             })
                 .await
                 .map_err(|e| FetchError::Io { path: archive.clone(), source: std::io::Error::other(e) })?
-                .map_err(|source| FetchError::Extract { package: file_name.clone(), source })?;
+                .map_err(|source| FetchError::Extract { package: file_name.clone(), source: Box::new(source) })?;
             std::fs::create_dir_all(extracted.parent().unwrap_or(&self.root)).map_err(io_err(&extracted))?;
             let staged = stage.keep();
             if let Err(e) = std::fs::rename(&staged, &extracted) {

@@ -272,7 +272,7 @@ pub async fn resolve(
 /// A Kubernetes container entry for the resolved image (a YAML list of one), written by a serializer:
 /// `name` is the environment's checked name, `image` a parsed `registry/repo@sha256:...` reference.
 pub fn k8s_container(resolved: &Resolved) -> Result<String, LifecycleError> {
-    crate::spec::check_name(&resolved.name).map_err(|e| RegistryError::Invalid(e))?;
+    crate::spec::check_name(&resolved.name).map_err(RegistryError::Invalid)?;
     let reference: Reference = resolved.reference.parse().map_err(|e| RegistryError::Invalid(format!("{e}")))?;
     if reference.digest.is_none() || reference.tag.is_some() {
         return Err(RegistryError::Invalid(format!("{} is not a reference by digest", crate::net::escape(&resolved.reference))).into());

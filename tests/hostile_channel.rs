@@ -14,6 +14,9 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(110);
 const FAST: (&str, &str) = ("ENVLAYER_NETWORK_TIMEOUT", "2");
 
+/// What the channel does instead of answering normally, when it does.
+type Special = Arc<dyn Fn(&Request) -> Option<Reply> + Send + Sync>;
+
 /// The example channel on disk, served over HTTP with `special` answering first.
 fn channel(dir: &Path, special: impl Fn(&Request) -> Option<Reply> + Send + Sync + 'static) -> (FakeServer, PathBuf) {
     let chan = dir.join("hello-chan");
@@ -66,7 +69,7 @@ fn a_package_longer_than_its_repodata_size_is_cut() {
 #[test]
 fn stalled_packages_and_repodata_fail_in_bounded_time() {
     let dir = scratch("channel-stall");
-    let cases: Vec<(&str, Arc<dyn Fn(&Request) -> Option<Reply> + Send + Sync>, &str)> = vec![
+    let cases: Vec<(&str, Special, &str)> = vec![
         ("package headers", Arc::new(|r: &Request| r.path.ends_with(".conda").then_some(Reply::StallHeaders)), "envlayer-"),
         (
             "package body",

@@ -15,6 +15,9 @@ const LIMIT: Duration = Duration::from_secs(110);
 /// Short timeouts so every stall ends quickly: 2 s idle, 5 attempts.
 const FAST: (&str, &str) = ("ENVLAYER_NETWORK_TIMEOUT", "2");
 
+/// What the registry does instead of answering normally, when it does.
+type Special = Box<dyn Fn(&Request, &TinyImage) -> Option<Reply> + Send + Sync>;
+
 /// A layout of the small example environment, to push.
 fn hello_layout(dir: &std::path::Path) -> String {
     let env = hello_env(dir);
@@ -158,7 +161,7 @@ fn build_on(dir: &std::path::Path, base: &str, env: &[(&str, &str)]) -> Outcome 
 fn endless_and_huge_answers_are_cut_in_bounded_memory() {
     let dir = scratch("hostile-endless");
     // An endless manifest, an endless config, an endless error body, a layer longer than declared.
-    let cases: Vec<(&str, Box<dyn Fn(&Request, &TinyImage) -> Option<Reply> + Send + Sync>, String)> = vec![
+    let cases: Vec<(&str, Special, String)> = vec![
         ("manifest", Box::new(|r: &Request, _: &TinyImage| r.path.contains("/manifests/").then(|| Reply::endless(200, b"{\"a\":[1,2,3,4,5,6,7,8],"))), "larger than 4194304".to_string()),
         (
             "config",
@@ -187,7 +190,7 @@ fn endless_and_huge_answers_are_cut_in_bounded_memory() {
 fn stalled_registries_fail_within_the_idle_timeout_naming_the_registry() {
     let dir = scratch("hostile-stall");
     let layout = hello_layout(&dir);
-    let cases: Vec<(&str, Box<dyn Fn(&Request, &TinyImage) -> Option<Reply> + Send + Sync>)> = vec![
+    let cases: Vec<(&str, Special)> = vec![
         ("headers", Box::new(|r: &Request, _: &TinyImage| r.path.contains("/manifests/").then_some(Reply::StallHeaders))),
         (
             "body",

@@ -104,10 +104,7 @@ fn basic_auth_token_auth_and_tls_with_a_private_ca() {
         let s = build_push(&dir, &env, &format!("{addr}/team/hello:1"), &extra, &vars);
         let reference = s["push"]["reference"].as_str().unwrap();
         let creds = format!("envlayer:{password}");
-        let tls_args = ["--cert-dir".to_string(), reg.dir.to_str().unwrap().to_string()];
-        let inspect_extra: Vec<&str> = if mode == "tls" { vec![] } else { vec![] };
-        let _ = tls_args;
-        let info = skopeo_inspect(reference, (mode != "tls").then_some(creds.as_str()), &inspect_extra);
+        let info = skopeo_inspect(reference, (mode != "tls").then_some(creds.as_str()), &[]);
         assert_eq!(info["Digest"].as_str(), s["push"]["digest"].as_str(), "{mode}");
 
         if mode != "tls" {

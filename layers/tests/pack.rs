@@ -19,7 +19,10 @@ fn tree(root: &Path) {
     std::fs::write(root.join(&long).join("f".repeat(120)), "long").unwrap();
 }
 
-fn read_tar(path: &Path, compression: Compression) -> Vec<(String, tar::EntryType, u32, u64, u64, u64, Vec<u8>)> {
+/// One tar entry: path, type, mode, uid, gid, mtime, data.
+type Entry = (String, tar::EntryType, u32, u64, u64, u64, Vec<u8>);
+
+fn read_tar(path: &Path, compression: Compression) -> Vec<Entry> {
     let file = std::fs::File::open(path).unwrap();
     let reader: Box<dyn Read> = match compression {
         Compression::Gzip(_) => Box::new(flate2::read::GzDecoder::new(file)),

@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(lookup("reg.io", &docker_only).unwrap(), Credential::Basic { username: "u".into(), password: Secret::new("p") });
         assert_eq!(lookup("tok.io", &docker_only).unwrap(), Credential::IdentityToken(Secret::new("abc")));
         assert_eq!(lookup("other.io", &docker_only).unwrap(), Credential::Anonymous);
-        assert_eq!(format!("{:?}", lookup("reg.io", &docker_only).unwrap()).contains('p'), true);
+        assert!(format!("{:?}", lookup("reg.io", &docker_only).unwrap()).contains('p'));
         assert!(!format!("{:?}", Secret::new("hunter2")).contains("hunter2"));
     }
 }
