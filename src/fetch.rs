@@ -229,7 +229,7 @@ impl PackageStore {
         if url.scheme() == "file" {
             // Only reached for files inside a configured local channel (see `solve::check_sources`).
             let src = url.to_file_path().map_err(|_| dl("not a local path".into()))?;
-            let file = crate::registry::client::open_regular(&src).map_err(|e| dl(Box::new(e)))?;
+            let file = crate::files::open_regular(&src).map_err(|e| dl(Box::new(e)))?;
             if file.metadata().map_err(|e| dl(Box::new(e)))?.len() > cap {
                 return Err(too_large());
             }

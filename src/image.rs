@@ -102,11 +102,34 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.to_path_buf(), source }
 }
 
+/// The layer media types envlayer accepts in a base, and the OCI name it writes for each. Anything else
+/// (foreign or non-distributable layers, unknown types) is refused.
+pub fn layer_media_type(media_type: &str) -> Option<&'static str> {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            Some("application/vnd.oci.image.layer.v1.tar+gzip")
+        }
+        "application/vnd.oci.image.layer.v1.tar+zstd" => Some("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "application/vnd.oci.image.layer.v1.tar" => Some("application/vnd.oci.image.layer.v1.tar"),
+        _ => None,
+    }
+}
+
+/// A base layer's descriptor as envlayer writes it: media type, digest and size only, from values it
+/// parsed and checked (never copied whole: `urls` pointing elsewhere and foreign annotations are dropped).
+pub fn layer_descriptor(l: &serde_json::Value) -> Result<(serde_json::Value, Digest, u64), String> {
+    let digest: Digest = l["digest"].as_str().unwrap_or_default().parse().map_err(|e| format!("a layer's digest: {e}"))?;
+    let size = l["size"].as_u64().ok_or_else(|| format!("layer {digest} has no size"))?;
+    let given = l["mediaType"].as_str().unwrap_or_default();
+    let media_type = layer_media_type(given).ok_or_else(|| format!("layer {digest} has media type {:?}, which envlayer does not accept", crate::net::escape(given)))?;
+    Ok((serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": size}), digest, size))
+}
+
 /// Reads a JSON file of a layout: a regular file (never through a link) of at most
 /// [`crate::net::MAX_MANIFEST_BYTES`].
 fn read_layout_file(dir: &Path, path: &Path) -> Result<Vec<u8>, ImageError> {
     let bad = |reason: String| ImageError::Layout { path: dir.to_path_buf(), reason };
-    let file = crate::registry::client::open_regular(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let file = crate::files::open_regular(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     let len = file.metadata().map_err(io_err(path))?.len();
     if len > crate::net::MAX_MANIFEST_BYTES {
         return Err(bad(format!("{} is {len} bytes, more than envlayer reads ({})", path.display(), crate::net::MAX_MANIFEST_BYTES)));
@@ -154,7 +177,7 @@ pub fn read_layout_image(dir: &Path, reference: Option<&str>) -> Result<Image, I
         .ok_or_else(|| bad("manifest has no layers".into()))?
         .iter()
         .map(|l| {
-            let (descriptor, digest, _) = crate::registry::layer_descriptor(l).map_err(bad)?;
+            let (descriptor, digest, _) = layer_descriptor(l).map_err(bad)?;
             let path = dir.join("blobs").join("sha256").join(digest.hex());
             Ok(Blob { descriptor, path, digest, remote: None, verified: false })
         })

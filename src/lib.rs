@@ -10,6 +10,7 @@ pub mod activation;
 pub mod bake;
 pub mod build;
 pub mod fetch;
+pub mod files;
 pub mod image;
 pub mod install;
 pub mod layer;

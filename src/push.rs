@@ -205,7 +205,7 @@ pub async fn push_image(
 /// Checks that a blob file is a regular file (not a link) whose bytes have `digest`.
 fn verify_blob_file(path: &std::path::Path, digest: &Digest) -> Result<(), RegistryError> {
     let io = |source| RegistryError::Io { path: path.to_path_buf(), source };
-    let mut file = crate::registry::client::open_regular(path).map_err(io)?;
+    let mut file = crate::files::open_regular(path).map_err(io)?;
     let mut w = envlayer_layers::HashingWriter::new(std::io::sink());
     std::io::copy(&mut file, &mut w).map_err(io)?;
     let (_, actual, _) = w.finish();

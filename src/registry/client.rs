@@ -579,7 +579,7 @@ impl Registry {
         let size = std::fs::symlink_metadata(path).map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?.len();
         let p = path.to_path_buf();
         self.upload(repository, digest, size, session, move |progress: &Progress| {
-            let file = open_regular(&p).map_err(|source| RegistryError::Io { path: p.clone(), source })?;
+            let file = crate::files::open_regular(&p).map_err(|source| RegistryError::Io { path: p.clone(), source })?;
             let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20);
             Ok(reqwest::Body::wrap_stream(progress.watch(stream)))
         })
@@ -761,22 +761,6 @@ impl Registry {
         }
         Ok(Digest::of(bytes))
     }
-}
-
-/// Opens a file for reading without following a symbolic link, and only if it is a regular file.
-pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path).map_err(|e| {
-        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-            std::io::Error::other("it is a symbolic link; envlayer reads blobs and packages only from regular files")
-        } else {
-            e
-        }
-    })?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    Ok(file)
 }
 
 /// `scheme://host[:port]` of a URL, for messages.

@@ -17,29 +17,6 @@ pub async fn connect(reference: &Reference, sources: &AuthSources, options: &Cli
     Registry::connect(&reference.registry, credential, options.clone()).await
 }
 
-/// The layer media types envlayer accepts in a base, and the OCI name it writes for each. Anything else
-/// (foreign or non-distributable layers, unknown types) is refused.
-pub fn layer_media_type(media_type: &str) -> Option<&'static str> {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            Some("application/vnd.oci.image.layer.v1.tar+gzip")
-        }
-        "application/vnd.oci.image.layer.v1.tar+zstd" => Some("application/vnd.oci.image.layer.v1.tar+zstd"),
-        "application/vnd.oci.image.layer.v1.tar" => Some("application/vnd.oci.image.layer.v1.tar"),
-        _ => None,
-    }
-}
-
-/// A base layer's descriptor as envlayer writes it: media type, digest and size only, from values it
-/// parsed and checked (never copied whole: `urls` pointing elsewhere and foreign annotations are dropped).
-pub fn layer_descriptor(l: &serde_json::Value) -> Result<(serde_json::Value, Digest, u64), String> {
-    let digest: Digest = l["digest"].as_str().unwrap_or_default().parse().map_err(|e| format!("a layer's digest: {e}"))?;
-    let size = l["size"].as_u64().ok_or_else(|| format!("layer {digest} has no size"))?;
-    let given = l["mediaType"].as_str().unwrap_or_default();
-    let media_type = layer_media_type(given).ok_or_else(|| format!("layer {digest} has media type {:?}, which envlayer does not accept", crate::net::escape(given)))?;
-    Ok((serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": size}), digest, size))
-}
-
 /// Reads a base image's manifest and config from a registry (never its layers: they are mounted or
 /// copied when pushing, and downloaded only when a local layout is written). An index is resolved to
 /// the manifest for `os`/`architecture`, whose digest is checked: a base pinned by digest cannot be
@@ -68,7 +45,7 @@ pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, arc
         .ok_or_else(|| bad("manifest has no layers".into()))?
         .iter()
         .map(|l| {
-            let (descriptor, digest, _) = layer_descriptor(l).map_err(bad)?;
+            let (descriptor, digest, _) = crate::image::layer_descriptor(l).map_err(bad)?;
             Ok(Blob {
                 descriptor,
                 path: std::path::PathBuf::new(),
