@@ -314,3 +314,53 @@ fn push_contacts_no_registry_named_in_a_label_and_server_text_is_escaped() {
     assert!(!o.stderr.contains('\u{1b}') && !o.stderr.contains('\u{7}'), "raw control characters reached stderr: {:?}", o.stderr);
     assert!(!o.stderr.contains("\nfake: line"), "a server's newline started a line of its own");
 }
+
+#[test]
+fn an_https_registry_cannot_send_envlayer_to_plain_http() {
+    let dir = scratch("hostile-downgrade");
+    let layout = hello_layout(&dir);
+    let token = Arc::new(FakeServer::start("127.0.0.3", |_req: &Request| Reply::json(200, &json!({"token": "t"}))));
+    let storage = Arc::new(FakeServer::start("127.0.0.2", |_req: &Request| Reply::status(201)));
+    let (realm, storage_url) = (format!("{}/token", token.url()), storage.url());
+    let img = TinyImage::new();
+    let (manifest, config) = (img.manifest.clone(), img.config.clone());
+    let config_path = format!("/blobs/{}", envlayer::Digest::of(&config));
+    // Behind HTTPS: a realm on plain HTTP, an upload Location on plain HTTP, a base layer redirected to
+    // plain HTTP.
+    let backend = FakeServer::start("127.0.0.1", move |req: &Request| {
+        let path = req.path.split('?').next().unwrap_or("");
+        if path.starts_with("/v2/realm/") {
+            return Reply::status(401).with_header("WWW-Authenticate", &format!(r#"Bearer realm="{realm}",service="x""#));
+        }
+        match req.method.as_str() {
+            _ if path == "/v2/" => Reply::json(200, &json!({})),
+            "HEAD" => Reply::status(404),
+            "POST" => Reply::status(202).with_header("Location", &format!("{storage_url}/upload/1")),
+            "GET" if path.contains("/manifests/") => Reply::bytes(200, manifest.clone()).with_header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+            "GET" if path.ends_with(&config_path) => Reply::bytes(200, config.clone()),
+            "GET" if path.contains("/blobs/") => Reply::redirect(307, &format!("{storage_url}/blob")),
+            _ => Reply::status(404),
+        }
+    });
+    let front = Service::start("start-tls-front.sh", &[dir.join("front").to_str().unwrap(), &backend.addr()], &dir.join("front"), &[]);
+    let addr = front.addr();
+    let ca = dir.join("front/ca.pem");
+    let ca = ca.to_str().unwrap();
+    let config = creds(&dir, &addr);
+    let env = [("DOCKER_CONFIG", config.as_str()), FAST];
+    let o = run_bounded(&dir, &["push", &layout, &format!("{addr}/realm/hello:v1"), "--registry-ca", ca], &env, LIMIT);
+    assert!(o.code != Some(0) && o.stderr.contains("refusing to downgrade"), "{}", o.stderr);
+    let o = run_bounded(&dir, &["push", &layout, &format!("{addr}/team/hello:v1"), "--registry-ca", ca], &env, LIMIT);
+    assert!(o.code != Some(0) && o.stderr.contains("refusing the upload Location"), "{}", o.stderr);
+    let hello = hello_env(&dir);
+    let o = run_bounded(
+        &dir,
+        &["build", hello.to_str().unwrap(), "--base", &format!("{addr}/team/base:1"), "--registry-ca", ca, "-o", "out.oci", "--cache-dir", "cache", "-q"],
+        &env,
+        LIMIT,
+    );
+    assert!(o.code != Some(0) && o.stderr.contains("refused a redirect from https"), "{}", o.stderr);
+    assert!(token.requests().is_empty(), "a plain-HTTP realm was asked: {:?}", token.requests());
+    assert!(storage.requests().is_empty(), "a plain-HTTP location was used: {:?}", storage.requests());
+    assert!(!o.stderr.contains("s3cret-pw"));
+}
