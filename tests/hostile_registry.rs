@@ -178,6 +178,7 @@ fn endless_and_huge_answers_are_cut_in_bounded_memory() {
     for (what, special, expected) in cases {
         let registry = base_registry(special);
         let o = build_on(&dir, &format!("{}/base/img:base", registry.addr()), &[FAST]);
+        eprintln!("endless {what}: {:?}, peak {} KiB", o.elapsed, o.max_rss_kib);
         assert_ne!(o.code, Some(0), "{what}");
         assert!(o.stderr.contains(&expected), "{what}: {}", o.stderr);
         assert!(o.max_rss_kib > 0 && o.max_rss_kib < 512 * 1024, "{what}: peak RSS {} KiB", o.max_rss_kib);
@@ -203,6 +204,7 @@ fn stalled_registries_fail_within_the_idle_timeout_naming_the_registry() {
         let registry = base_registry(special);
         let o = build_on(&dir, &format!("{}/base/img:base", registry.addr()), &[FAST]);
         assert_ne!(o.code, Some(0), "{what}");
+        eprintln!("stalled {what}: {:?}", o.elapsed);
         assert!(o.stderr.contains(&registry.addr()) && o.stderr.contains("no progress for 2 s"), "{what}: {}", o.stderr);
         assert!(o.elapsed < Duration::from_secs(60), "{what}: took {:?}", o.elapsed);
     }
@@ -218,6 +220,7 @@ fn stalled_registries_fail_within_the_idle_timeout_naming_the_registry() {
     });
     let o = run_bounded(&dir, &["push", &layout, &format!("{}/team/hello:v1", registry.addr())], &[FAST], LIMIT);
     assert_ne!(o.code, Some(0));
+    eprintln!("stalled upload: {:?}", o.elapsed);
     assert!(o.stderr.contains("upload") && o.stderr.contains("no progress for 2 s"), "{}", o.stderr);
     assert!(o.elapsed < Duration::from_secs(100), "took {:?}", o.elapsed);
 }

@@ -229,7 +229,9 @@ impl Registry {
             // Docker's rule for insecure registries: HTTPS first, plain HTTP when HTTPS cannot connect.
             // Only when the registry really answers over plain HTTP: a TLS registry whose certificate is
             // not trusted must fail with the certificate error, not be spoken to in plain text.
-            let probe = http.get(https.join("v2/").expect("static path")).send().await;
+            // A plain-HTTP server may never answer a TLS handshake: the probe waits at most 5 s.
+            let probe_timeout = options.timeouts.idle.min(Duration::from_secs(5));
+            let probe = http.get(https.join("v2/").expect("static path")).timeout(probe_timeout).send().await;
             if probe.is_err() {
                 let plain = Url::parse(&format!("http://{host}/")).expect("valid once https was");
                 if let Ok(r) = http.get(plain.join("v2/").expect("static path")).send().await {
