@@ -415,7 +415,7 @@ async fn main() {
     if !quick {
         if !large_channel.join("linux-64/repodata.json").is_file() {
             println!("writing the large synthetic channel ({count} packages, ~{} MB)...", bytes / 1_000_000);
-            envlayer::synth::write_channel(&large_channel, envlayer::synth::large_packages(count, bytes, 7)).await.unwrap();
+            envlayer::testkit::write_channel(&large_channel, envlayer::testkit::large_packages(count, bytes, 7)).await.unwrap();
         }
         let env_large = env_file(&w, "large", &large_channel, &large_deps);
         build_scenarios(&mut rows, "large", &env_large).await;

@@ -3,7 +3,8 @@
 use crate::fetch::PackageStore;
 use crate::image::{self, BaseImage, ImageSettings, NewLayer};
 use crate::install::InstallTarget;
-use crate::layer::{package_key, CachedLayer, LayerCache, LayerParams};
+use crate::cache::{package_key, CachedLayer, LayerCache, LayerParams};
+use crate::keys::{ANNOTATION_EXPIRES, ANNOTATION_INSTALL, ANNOTATION_PACKAGE_COUNT, ANNOTATION_RUNTIME};
 use crate::reporter::{Reporter, Stage};
 use crate::solve::{self, SolveInput, Solved};
 use crate::spec::{EnvSpec, InstallMode};
@@ -93,7 +94,7 @@ pub struct BuildOptions {
     /// envlayer's own binary, put in runtime-install images as their installer.
     pub runtime_installer: Option<PathBuf>,
     /// What to do with packages that have link scripts.
-    pub link_scripts: crate::scripts::LinkScriptPolicy,
+    pub link_scripts: crate::link_scripts::LinkScriptPolicy,
     /// Compile `.pyc` files into the layers when this machine can run the environment's python.
     pub pyc: bool,
     /// Connect and idle timeouts for channels and package downloads.
@@ -124,7 +125,7 @@ impl BuildOptions {
             annotations: BTreeMap::new(),
             install: None,
             runtime_installer: None,
-            link_scripts: crate::scripts::LinkScriptPolicy::Runtime,
+            link_scripts: crate::link_scripts::LinkScriptPolicy::Runtime,
             pyc: true,
             network: crate::net::Timeouts::default(),
         }
@@ -182,7 +183,7 @@ pub struct BuildSummary {
     /// Packages with link scripts, and the scripts.
     pub link_scripts: BTreeMap<String, Vec<String>>,
     /// Paths two packages install, and which one the image has.
-    pub clobbers: Vec<crate::bake::Clobber>,
+    pub clobbers: Vec<crate::package_layers::Clobber>,
     /// Messages packages show when they are linked (`info/prelink_messages`).
     pub messages: Vec<String>,
     /// How many `.pyc` files were compiled into the layers, or why none were.
@@ -286,7 +287,7 @@ pub enum BuildError {
     },
     /// The layer cache.
     #[error(transparent)]
-    Cache(#[from] crate::layer::CacheError),
+    Cache(#[from] crate::cache::CacheError),
     /// Reading the base or writing the image.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
@@ -335,15 +336,6 @@ fn rfc3339(seconds: i64) -> String {
     jiff::Timestamp::from_second(seconds).map(|t| t.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-/// Manifest annotation: when the image stops being fresh (RFC 3339).
-pub const ANNOTATION_EXPIRES: &str = "io.envlayer.expires";
-/// Manifest annotation and config label: `baked` or `runtime`.
-pub const ANNOTATION_INSTALL: &str = "io.envlayer.install";
-/// Manifest annotation, config label and archives-layer annotation: the packages installed at runtime.
-pub const ANNOTATION_RUNTIME: &str = "io.envlayer.runtime-packages";
-/// Manifest annotation: how many packages the environment has.
-pub const ANNOTATION_PACKAGE_COUNT: &str = "io.envlayer.packages.count";
-
 /// `24h`, `90m`, `45s`: a TTL the way Quay's `quay.expires-after` label reads it.
 pub fn format_ttl(ttl: std::time::Duration) -> String {
     let s = ttl.as_secs();
@@ -374,7 +366,7 @@ pub fn identity(opts: &BuildOptions, spec: &EnvSpec, base_digest: Option<&Digest
         None => None,
     };
     Ok(Digest::of(&image::canonical_json(&serde_json::json!({
-        "format": crate::layer::LAYER_FORMAT,
+        "format": crate::cache::LAYER_FORMAT,
         "name": spec.name,
         "specs": specs,
         "channels": channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>(),
@@ -493,7 +485,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
 
     // Link scripts: which packages cannot be baked (those with scripts, and what depends on them).
     let t1 = Instant::now();
-    let infos: Vec<crate::scripts::LinkInfo> = futures::stream::iter(records.iter().map(|r| crate::scripts::inspect(&store, &opts.cache_dir, r)))
+    let infos: Vec<crate::link_scripts::LinkInfo> = futures::stream::iter(records.iter().map(|r| crate::link_scripts::inspect(&store, &opts.cache_dir, r)))
         .buffered(opts.jobs.max(1) * 2)
         .collect::<Vec<_>>()
         .await
@@ -509,20 +501,20 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     let flagged: Vec<bool> = infos.iter().map(|i| !i.scripts.is_empty()).collect();
     let runtime: Vec<bool> = match (install_mode, opts.link_scripts) {
         (InstallMode::Runtime, _) => vec![true; records.len()],
-        (_, crate::scripts::LinkScriptPolicy::Fail) if !link_scripts.is_empty() => {
+        (_, crate::link_scripts::LinkScriptPolicy::Fail) if !link_scripts.is_empty() => {
             let list: Vec<String> = link_scripts.iter().map(|(p, s)| format!("{p} ({})", s.join(", "))).collect();
             return Err(BuildError::Options(format!(
                 "--link-scripts fail: these packages have link scripts that cannot run in an image build: {}",
                 list.join("; ")
             )));
         }
-        (_, crate::scripts::LinkScriptPolicy::Ignore) => {
+        (_, crate::link_scripts::LinkScriptPolicy::Ignore) => {
             for (p, s) in &link_scripts {
                 warnings.push(format!("{p}: baked with --link-scripts ignore; its scripts ({}) did not run", s.join(", ")));
             }
             vec![false; records.len()]
         }
-        _ => crate::scripts::runtime_set(&records, &flagged),
+        _ => crate::link_scripts::runtime_set(&records, &flagged),
     };
     let messages: Vec<String> = records
         .iter()
@@ -576,7 +568,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     reporter.start(Stage::Fetch, baked.len() as u64);
     reporter.start(Stage::Install, baked.len() as u64);
     reporter.start(Stage::Pack, plan.len() as u64 + 1);
-    let baker = crate::bake::Baker::new(&records, &keys, store.clone(), cache.clone(), params.clone(), reporter, pyc_python)?;
+    let baker = crate::package_layers::Baker::new(&records, &keys, store.clone(), cache.clone(), params.clone(), reporter, pyc_python)?;
     let baked_out = baker.bake(&baked, &plan, opts.jobs).await?;
     reporter.finish(Stage::Fetch);
     reporter.finish(Stage::Install);
@@ -650,7 +642,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         let mut rt_records = records.clone();
         for &i in &runtime_packages {
             let file = rt_records[i].identifier.to_file_name();
-            rt_records[i].url = url::Url::parse(&format!("file://{}/pkgs/{file}", crate::runtime::RUNTIME_DIR))
+            rt_records[i].url = url::Url::parse(&format!("file://{}/pkgs/{file}", crate::runtime_install::RUNTIME_DIR))
                 .map_err(|e| BuildError::Options(format!("runtime package URL: {e}")))?;
         }
         let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
@@ -661,11 +653,11 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         lock_text.clone()
     };
     let installer_digest = match (runtime_packages.is_empty(), &opts.runtime_installer) {
-        (false, Some(p)) => Some(crate::layer::digest_file(p).map_err(io_err(p))?.0.to_string()),
+        (false, Some(p)) => Some(crate::cache::digest_file(p).map_err(io_err(p))?.0.to_string()),
         _ => None,
     };
     let env_key = Digest::of(
-        &image::canonical_json(&serde_json::json!({"installer": installer_digest, "runtime_lock": runtime_lock_text, "runtime": runtime_names, "history": history, "lock": lock_text, "prefix": prefix, "install": install_mode, "compression": opts.compression.id(), "mtime": params.mtime, "format": crate::layer::LAYER_FORMAT})),
+        &image::canonical_json(&serde_json::json!({"installer": installer_digest, "runtime_lock": runtime_lock_text, "runtime": runtime_names, "history": history, "lock": lock_text, "prefix": prefix, "install": install_mode, "compression": opts.compression.id(), "mtime": params.mtime, "format": crate::cache::LAYER_FORMAT})),
     )
     .hex();
     let env_layer = match cache.get(&env_key) {
@@ -685,9 +677,9 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
                     BuildError::Options("runtime install needs envlayer's own binary as the installer".into())
                 })?;
                 let rt = tmp.path().join("runtime");
-                crate::runtime::write_runtime_dir(&rt, &installer, &runtime_lock_text, &spec.name, &prefix, &runtime_names)
+                crate::runtime_install::write_runtime_dir(&rt, &installer, &runtime_lock_text, &spec.name, &prefix, &runtime_names)
                     .map_err(io_err(&rt))?;
-                sources.push(Source::new(rt, crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string()));
+                sources.push(Source::new(rt, crate::runtime_install::RUNTIME_DIR.trim_start_matches('/').to_string()));
             }
             let blob = tmp.path().join("layer.blob");
             let opts_pack = PackOptions { mtime: params.mtime, threads: cpus() };
@@ -720,7 +712,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
                     }
                 }
                 let blob = tmp.path().join("layer.blob");
-                let sources = [Source::new(tmp.path().join("root"), crate::runtime::RUNTIME_DIR.trim_start_matches('/').to_string())];
+                let sources = [Source::new(tmp.path().join("root"), crate::runtime_install::RUNTIME_DIR.trim_start_matches('/').to_string())];
                 let (layer, _) = pack_to_file(&sources, &PackOptions { mtime: params.mtime, threads: cpus() }, opts.compression, &blob)
                     .map_err(|source| BuildError::Pack { packages: "runtime archives".into(), source })?;
                 let c = CachedLayer { layer, packages: runtime_names.clone(), clobbered: vec![] };
@@ -769,7 +761,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         new_layers.push(NewLayer {
             layer: b.cached.layer.clone(),
             path: cache.blob_path(&b.cached.layer.digest),
-            annotations: BTreeMap::from([(image::ANNOTATION_PACKAGES.to_string(), b.cached.packages.join(","))]),
+            annotations: BTreeMap::from([(crate::keys::ANNOTATION_PACKAGES.to_string(), b.cached.packages.join(","))]),
             created_by: format!("envlayer: {}", b.cached.packages.join(" ")),
         });
         layer_summaries.push(LayerSummary {
@@ -804,7 +796,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
     new_layers.push(NewLayer {
         layer: env_layer.0.layer.clone(),
         path: cache.blob_path(&env_layer.0.layer.digest),
-        annotations: BTreeMap::from([(image::ANNOTATION_PACKAGES.to_string(), String::new())]),
+        annotations: BTreeMap::from([(crate::keys::ANNOTATION_PACKAGES.to_string(), String::new())]),
         created_by: format!("envlayer: environment {} ({install_mode:?})", spec.name),
     });
     layer_summaries.push(LayerSummary {
@@ -816,13 +808,13 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         cached: env_layer.1,
     });
     let labels = BTreeMap::from([
-        (image::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
-        (image::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
-        (image::LABEL_PREFIX.to_string(), prefix.clone()),
+        (crate::keys::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
+        (crate::keys::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
+        (crate::keys::LABEL_PREFIX.to_string(), prefix.clone()),
     ]);
     let mut labels = labels;
     if let Some(origin) = &base_origin {
-        labels.insert(image::LABEL_BASE.to_string(), origin.clone());
+        labels.insert(crate::keys::LABEL_BASE.to_string(), origin.clone());
     }
     let install_name = match install_mode {
         InstallMode::Baked => "baked",
@@ -833,15 +825,15 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
         labels.insert(ANNOTATION_RUNTIME.to_string(), runtime_names.join(","));
     }
     if let Some(ttl) = opts.ttl {
-        labels.insert("quay.expires-after".to_string(), format_ttl(ttl));
+        labels.insert(crate::keys::LABEL_QUAY_EXPIRES.to_string(), format_ttl(ttl));
     }
     labels.extend(spec.envlayer.labels.clone());
     labels.extend(opts.labels.clone());
     let mut annotations = spec.envlayer.annotations.clone();
     annotations.extend(opts.annotations.clone());
     annotations.extend([
-        (image::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
-        (image::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
+        (crate::keys::ANNOTATION_ENV_NAME.to_string(), spec.name.clone()),
+        (crate::keys::ANNOTATION_INPUTS.to_string(), inputs_hash.clone()),
         (ANNOTATION_INSTALL.to_string(), install_name.to_string()),
         (ANNOTATION_PACKAGE_COUNT.to_string(), records.len().to_string()),
         ("org.opencontainers.image.created".to_string(), manifest_created.clone()),
@@ -856,7 +848,7 @@ pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Build
             .map_err(|e| BuildError::Options(format!("--ttl: {e}")))?;
         annotations.insert(ANNOTATION_EXPIRES.to_string(), expires.to_string());
     }
-    let entrypoint = (!runtime_packages.is_empty()).then(crate::runtime::entrypoint);
+    let entrypoint = (!runtime_packages.is_empty()).then(crate::runtime_install::entrypoint);
     let settings = ImageSettings { os_arch, env, labels, created, annotations, entrypoint };
     let img = image::assemble(base.as_ref(), &new_layers, &settings);
 

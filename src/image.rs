@@ -2,22 +2,11 @@
 //! written to OCI image layout directories. JSON is canonical (sorted keys, no spaces) so digests are
 //! stable.
 
-use crate::layer::{copy_verified, CacheError};
+use crate::cache::{copy_verified, CacheError};
 use envlayer_layers::{Digest, Layer};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Annotation on each layer naming the packages it holds.
-pub const ANNOTATION_PACKAGES: &str = "io.envlayer.packages";
-/// Manifest annotation and config label with the environment's name.
-pub const ANNOTATION_ENV_NAME: &str = "io.envlayer.env.name";
-/// Manifest annotation and config label with the hash of the build's inputs.
-pub const ANNOTATION_INPUTS: &str = "io.envlayer.env.inputs";
-/// Config label naming the base image (`registry/repo@digest`) when it came from a registry.
-pub const LABEL_BASE: &str = "io.envlayer.base";
-/// Config label with the environment's prefix.
-pub const LABEL_PREFIX: &str = "io.envlayer.env.prefix";
 
 /// Serializes `value` with object keys sorted at every level, so equal values give equal bytes whatever
 /// order their maps were filled in.

@@ -1,32 +1,35 @@
 //! envlayer turns a conda environment into an OCI image with one content-addressed layer per package.
 //!
-//! Data flows one way through named stages, one module each:
-//! [`spec`] → [`solve`] → [`fetch`] → [`install`] → [`layer`] → [`image`] → [`push`], the first six
-//! joined by [`build::build`]. [`registry`] is the distribution-API client that `push` and remote bases use.
+//! Data flows one way through named stages, one module each: [`spec`] → [`solve`] → [`fetch`] →
+//! [`install`] → [`package_layers`] (kept in the [`cache`]) → [`image`] → [`output`] or [`push`], joined
+//! by [`build::build`]. [`registry`] is the distribution-API client that `push` and remote bases use;
+//! [`lifecycle`] is `resolve`/`ls`/`prune`; [`link_scripts`] and [`runtime_install`] handle packages that
+//! install when the container starts; [`keys`] lists every label and annotation envlayer writes.
 //! Tar, compression, digests and layer planning live in the `envlayer-layers` crate.
 #![deny(missing_docs)]
 
 pub mod activation;
-pub mod bake;
 pub mod build;
+pub mod cache;
 pub mod fetch;
 pub mod files;
 pub mod image;
 pub mod install;
-pub mod layer;
+pub mod keys;
+pub mod link_scripts;
 pub mod lifecycle;
 pub mod net;
 pub mod output;
+pub mod package_layers;
 pub mod push;
 pub mod pyc;
 pub mod registry;
+pub mod runtime_install;
 pub mod reporter;
-pub mod runtime;
 pub mod scratch;
-pub mod scripts;
 pub mod solve;
 pub mod spec;
-pub mod synth;
+pub mod testkit;
 
 pub use build::{build, BuildError, BuildOptions, BuildOutput, BuildSummary};
 pub use envlayer_layers::{Compression, Digest};

@@ -2,8 +2,8 @@
 //! TTL; `resolve` (use a fresh image, else build and push one), `ls` and `prune`. Time is always passed in
 //! (`now`), never read here, so tests can move the clock.
 
-use crate::build::{self, BaseRef, BuildOptions, BuildSummary, ANNOTATION_EXPIRES, ANNOTATION_INSTALL, ANNOTATION_PACKAGE_COUNT};
-use crate::image::{ANNOTATION_ENV_NAME, ANNOTATION_INPUTS};
+use crate::build::{self, BaseRef, BuildOptions, BuildSummary};
+use crate::keys::{ANNOTATION_ENV_NAME, ANNOTATION_EXPIRES, ANNOTATION_INPUTS, ANNOTATION_INSTALL, ANNOTATION_PACKAGE_COUNT};
 use crate::registry::{self, Reference, Registry, RegistryError};
 use crate::reporter::Reporter;
 use crate::spec::EnvSpec;
@@ -115,7 +115,7 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
         expires_in_seconds: expires.map(|e| e.as_second() - now.as_second()),
         packages: a[ANNOTATION_PACKAGE_COUNT].as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
         size,
-        runtime_packages: a[build::ANNOTATION_RUNTIME]
+        runtime_packages: a[crate::keys::ANNOTATION_RUNTIME]
             .as_str()
             .map(|s| s.split(',').filter(|p| !p.is_empty()).map(String::from).collect())
             .unwrap_or_default(),

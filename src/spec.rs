@@ -55,7 +55,7 @@ pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 /// honours. A user (or an environment file) that set them could make an image look like another
 /// environment's, or expire someone else's tag.
 pub fn check_user_key(key: &str) -> Result<(), String> {
-    if key.starts_with("io.envlayer.") || key == "quay.expires-after" {
+    if crate::keys::is_reserved(key) {
         return Err(format!("{key:?} is reserved for envlayer (io.envlayer.* and quay.expires-after are set by envlayer itself; use --ttl for expiry)"));
     }
     if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {

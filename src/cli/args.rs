@@ -238,9 +238,9 @@ impl BuildFlags {
         opts.install = self.runtime_install.then_some(InstallMode::Runtime);
         opts.runtime_installer = std::env::current_exe().ok();
         opts.link_scripts = match self.link_scripts {
-            LinkScripts::Runtime => envlayer::scripts::LinkScriptPolicy::Runtime,
-            LinkScripts::Fail => envlayer::scripts::LinkScriptPolicy::Fail,
-            LinkScripts::Ignore => envlayer::scripts::LinkScriptPolicy::Ignore,
+            LinkScripts::Runtime => envlayer::link_scripts::LinkScriptPolicy::Runtime,
+            LinkScripts::Fail => envlayer::link_scripts::LinkScriptPolicy::Fail,
+            LinkScripts::Ignore => envlayer::link_scripts::LinkScriptPolicy::Ignore,
         };
         opts.pyc = !self.no_pyc;
         opts.now = self.clock.now()?;

@@ -158,7 +158,7 @@ pub async fn push(args: PushArgs) -> Result<()> {
     // A base named by the image's io.envlayer.base label is mounted from its repository, but only when
     // it is on the registry pushed to: a label is data, and no other registry is contacted for it.
     let config: serde_json::Value = serde_json::from_slice(&image.config)?;
-    let base_label = config["config"]["Labels"][envlayer::image::LABEL_BASE].as_str().and_then(|b| b.parse::<Reference>().ok());
+    let base_label = config["config"]["Labels"][envlayer::keys::LABEL_BASE].as_str().and_then(|b| b.parse::<Reference>().ok());
     if let Some(r) = base_label.filter(|r| r.registry == target.registry && r.digest.is_some()) {
         let arch = config["architecture"].as_str().unwrap_or("amd64");
         if let Ok(b) = envlayer::registry::read_base(&registry, &r, "linux", arch).await {
@@ -274,8 +274,8 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
 }
 
 pub async fn runtime(install_only: bool, command: Vec<String>) -> Result<()> {
-    let dir = std::env::var_os("ENVLAYER_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(envlayer::runtime::RUNTIME_DIR));
-    envlayer::runtime::ensure_installed(&dir).await?;
+    let dir = std::env::var_os("ENVLAYER_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(envlayer::runtime_install::RUNTIME_DIR));
+    envlayer::runtime_install::ensure_installed(&dir).await?;
     if install_only {
         return Ok(());
     }

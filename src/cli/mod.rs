@@ -110,7 +110,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Ls(args) => commands::ls(args).await,
         Command::Prune(args) => commands::prune(args).await,
         Command::Runtime { install_only, command } => commands::runtime(install_only, command).await,
-        Command::ExampleChannel { dir } => envlayer::synth::write_channel(&dir, envlayer::synth::example_packages())
+        Command::ExampleChannel { dir } => envlayer::testkit::write_channel(&dir, envlayer::testkit::example_packages())
             .await
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
             .map(|()| println!("{}", dir.display())),

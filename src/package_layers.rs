@@ -6,7 +6,7 @@
 use crate::build::BuildError;
 use crate::fetch::PackageStore;
 use crate::install::{install_package, PackageFacts};
-use crate::layer::{group_key, CachedLayer, LayerCache, LayerParams};
+use crate::cache::{group_key, CachedLayer, LayerCache, LayerParams};
 use crate::reporter::{Reporter, Stage};
 use envlayer_layers::{pack_to_file, Digest, PackOptions, Source};
 use futures::StreamExt;
