@@ -15,6 +15,7 @@
 //! 5. layer compression throughput vs pigz and zstd -T0 on the same tar;
 //!
 //! and the peak memory of a cold build of the large environment.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use envlayer::build::{BuildOptions, BaseRef};
 use envlayer::Compression;

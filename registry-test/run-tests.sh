@@ -2,7 +2,8 @@
 # The whole test suite on a fresh Debian machine: installs what the tests use (skopeo, umoci, the
 # registry, containerd, runc, openssl, htpasswd, GNU time for peak-memory checks; grpcio from PyPI for the
 # CRI client), then runs every
-# Rust test of the workspace, then each fuzz target for a bounded time, and prints one totals line.
+# Rust test of the workspace (after clippy), then each fuzz target for a bounded time, and prints one
+# totals line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -22,6 +23,9 @@ if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools 2>&1 | grep -v "Running pip as the 'root'" >&2 || true
 fi
 [ -d ../shared/fixtures/channels ] || { echo "../shared/fixtures/channels is missing" >&2; exit 1; }
+# Lints first: clippy on every target, warnings are errors (the library may not print: see Cargo.toml).
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -26,6 +26,9 @@ pub trait Reporter: Send + Sync {
     fn finish(&self, _stage: Stage) {}
     /// Something the user should know that does not stop the build.
     fn warn(&self, _message: &str) {}
+    /// A step worth a line of its own even without a terminal (the in-container installer's progress, a
+    /// package's message).
+    fn info(&self, _message: &str) {}
 }
 
 /// A reporter that shows nothing.

@@ -66,7 +66,7 @@ pub enum RuntimeError {
 
 /// Installs the environment described in `runtime_dir` unless it is marked done. Returns whether it
 /// installed anything.
-pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> {
+pub async fn ensure_installed(runtime_dir: &Path, reporter: &dyn crate::Reporter) -> Result<bool, RuntimeError> {
     let setup = |path: &Path, reason: String| RuntimeError::Setup { path: path.to_path_buf(), reason };
     let json_path = runtime_dir.join("env.json");
     let settings: serde_json::Value = std::fs::read(&json_path)
@@ -85,14 +85,14 @@ pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> 
         prefix: prefix.display().to_string(),
         source,
     };
-    eprintln!("envlayer: installing {name} into {} ...", prefix.display());
+    reporter.info(&format!("installing {name} into {} ...", prefix.display()));
     // The image may have no CA certificates (a slim base): then only http channels can work, so say so
     // instead of failing on the first https request.
-    let client = match reqwest::Client::builder().build() {
+    let client = match crate::net::client_builder(crate::net::Timeouts::default()).build() {
         Ok(c) => c,
         Err(_) => {
-            eprintln!("envlayer: warning: no CA certificates in this image; https channels will fail (install ca-certificates in the base)");
-            reqwest::Client::builder()
+            reporter.warn("no CA certificates in this image; https channels will fail (install ca-certificates in the base)");
+            crate::net::client_builder(crate::net::Timeouts::default())
                 .tls_certs_only(Vec::new())
                 .build()
                 .map_err(|e| fail(Box::new(e)))?
@@ -111,13 +111,13 @@ pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> 
         settings["runtime_packages"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
     let records = crate::solve::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
     for record in records.iter().filter(|r| runtime_names.iter().any(|n| n == r.package_record.name.as_normalized())) {
-        run_link_scripts(&prefix, record)?;
+        run_link_scripts(&prefix, record, reporter)?;
     }
     // The mark goes last: an interrupted install is redone at the next start.
     let mark = prefix.join(DONE_MARK);
     std::fs::write(&mark, b"").map_err(|e| fail(Box::new(e)))?;
     let _ = std::fs::remove_dir_all(runtime_dir.join("pkgs"));
-    eprintln!("envlayer: environment {name} ready");
+    reporter.info(&format!("environment {name} ready"));
     Ok(true)
 }
 
@@ -125,7 +125,7 @@ pub async fn ensure_installed(runtime_dir: &Path) -> Result<bool, RuntimeError> 
 /// with `PREFIX`, `PKG_NAME`, `PKG_VERSION` and `PKG_BUILDNUM`; shows what they leave in
 /// `$PREFIX/.messages.txt`; marks the package done so a later start does not run them again.
 /// (Pre-link scripts run after the files are in place: rattler links packages without them.)
-fn run_link_scripts(prefix: &Path, record: &rattler_conda_types::RepoDataRecord) -> Result<(), RuntimeError> {
+fn run_link_scripts(prefix: &Path, record: &rattler_conda_types::RepoDataRecord, reporter: &dyn crate::Reporter) -> Result<(), RuntimeError> {
     let r = &record.package_record;
     let name = r.name.as_normalized().to_string();
     let mark = prefix.join("conda-meta").join(format!(".envlayer-linked-{name}"));
@@ -145,7 +145,7 @@ fn run_link_scripts(prefix: &Path, record: &rattler_conda_types::RepoDataRecord)
         if !script.is_file() {
             continue;
         }
-        eprintln!("envlayer: running the {kind} script of {name}");
+        reporter.info(&format!("running the {kind} script of {name}"));
         let shell = rattler_shell::shell::ShellEnum::Bash(rattler_shell::shell::Bash::default());
         let out = rattler_shell::run_in_environment(prefix, &script, shell, &env).map_err(|e| RuntimeError::Script {
             package: name.clone(),
@@ -154,7 +154,7 @@ fn run_link_scripts(prefix: &Path, record: &rattler_conda_types::RepoDataRecord)
             status: "could not start".into(),
             output: e.to_string(),
         })?;
-        show_messages(prefix, &name);
+        show_messages(prefix, &name, reporter);
         if !out.status.success() {
             return Err(RuntimeError::Script {
                 package: name.clone(),
@@ -168,11 +168,11 @@ fn run_link_scripts(prefix: &Path, record: &rattler_conda_types::RepoDataRecord)
     std::fs::write(&mark, b"").map_err(|e| RuntimeError::Setup { path: mark.clone(), reason: e.to_string() })
 }
 
-fn show_messages(prefix: &Path, package: &str) {
+fn show_messages(prefix: &Path, package: &str, reporter: &dyn crate::Reporter) {
     let file = prefix.join(".messages.txt");
     if let Ok(text) = std::fs::read_to_string(&file) {
         for line in text.lines() {
-            eprintln!("envlayer: message from {package}: {line}");
+            reporter.info(&format!("message from {package}: {line}"));
         }
         let _ = std::fs::remove_file(&file);
     }

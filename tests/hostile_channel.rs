@@ -1,6 +1,7 @@
 //! envlayer against conda channels over HTTP that stall or send without end: a fake channel on loopback
 //! serving the example packages, misbehaving on one path at a time. Every failure must come within a
 //! bounded time, name what failed, leave no output, and keep memory bounded.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
 

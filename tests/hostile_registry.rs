@@ -1,5 +1,6 @@
 //! envlayer against registries that lie, stall, send without end, or try to collect credentials: fake
 //! servers on loopback (127.0.0.2 and 127.0.0.3 play other hosts), every run bounded in time.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
 

@@ -275,7 +275,7 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
 
 pub async fn runtime(install_only: bool, command: Vec<String>) -> Result<()> {
     let dir = std::env::var_os("ENVLAYER_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(envlayer::runtime_install::RUNTIME_DIR));
-    envlayer::runtime_install::ensure_installed(&dir).await?;
+    envlayer::runtime_install::ensure_installed(&dir, &super::progress::Lines).await?;
     if install_only {
         return Ok(());
     }

@@ -4,6 +4,18 @@ use envlayer::{Reporter, Stage};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Mutex;
 
+/// Plain lines on stderr, for the in-container installer (no terminal, no bars).
+pub struct Lines;
+
+impl Reporter for Lines {
+    fn warn(&self, message: &str) {
+        eprintln!("envlayer: warning: {message}");
+    }
+    fn info(&self, message: &str) {
+        eprintln!("envlayer: {message}");
+    }
+}
+
 pub struct Bars {
     multi: MultiProgress,
     bars: Mutex<Vec<(Stage, ProgressBar)>>,
