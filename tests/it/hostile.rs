@@ -2,9 +2,8 @@
 //! path, or has its dangerous bits stripped; nothing is ever written outside the stage, and no output
 //! image is left.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

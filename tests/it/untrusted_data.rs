@@ -3,11 +3,10 @@
 //! from checked values, layout blobs that are links are never pushed, and cache entries are verified
 //! before use and never writable by others.
 
-mod common;
 
-use common::fake_http::{FakeServer, Reply, Request};
-use common::hostile::*;
-use common::*;
+use crate::common::fake_http::{FakeServer, Reply, Request};
+use crate::common::hostile::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;

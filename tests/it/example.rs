@@ -1,8 +1,7 @@
 //! The README's example environment, and activation variables reaching the image config.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 

@@ -1,9 +1,8 @@
 //! Real conda-forge and defaults packages: placeholders rewritten to the target prefix in `.conda` and
 //! `.tar.bz2` archives alike, and no placeholder left anywhere in the image.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const PREFIX: &str = "/opt/conda/envs/real";

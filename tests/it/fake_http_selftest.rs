@@ -1,8 +1,7 @@
 //! Quick checks of the scriptable fake HTTP server in tests/common/fake_http.rs, with a plain TcpStream
 //! client: replies and request recording, endless and stalled replies, a second loopback host.
 
-#[path = "common/fake_http.rs"]
-mod fake_http;
+use crate::common::fake_http;
 
 use fake_http::{FakeServer, Reply};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

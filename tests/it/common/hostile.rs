@@ -112,6 +112,8 @@ pub fn run_bounded(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit: Durat
         cmd.env(k, v);
     }
     let t = Instant::now();
+    // Its own process group, so that a timeout kills envlayer itself, not only `time` above it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run envlayer under /usr/bin/time (Debian package time)");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -130,7 +132,7 @@ pub fn run_bounded(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit: Durat
             break s;
         }
         if t.elapsed() > limit {
-            let _ = child.kill();
+            let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", child.id())).status();
             let _ = child.wait();
             panic!("envlayer {args:?} ran for more than {limit:?}:\n{}", e.join().unwrap());
         }

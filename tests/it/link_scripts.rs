@@ -1,9 +1,8 @@
 //! Packages with link scripts install when the container starts (with their dependents), their scripts
 //! run there; failures are clear; clobbers get conda's result. Uses conda's own test packages.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

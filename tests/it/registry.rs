@@ -1,9 +1,8 @@
 //! Pushing to a real registry (Debian's docker-registry) in every variant users meet: plain, basic auth,
 //! token auth, TLS with a private CA; checked with skopeo and the registry's own access log.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,8 +1,7 @@
 //! Bad input gets a clear error, a non-zero exit, and leaves no output behind.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 /// Runs a build expected to fail; checks that stderr says `expect` and that nothing was written.

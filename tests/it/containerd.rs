@@ -1,9 +1,8 @@
 //! What kubelet does: containerd's CRI PullImage pulls the pushed image by digest, and `ctr run` starts
 //! it; with gzip and with zstd layers.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

@@ -1,9 +1,8 @@
 //! Same inputs, same bytes: across working and cache directories, with a warm cache doing no work, with
 //! zstd, and with a corrupted cache entry healed rather than used.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::process::Command;
 

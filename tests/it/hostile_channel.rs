@@ -3,11 +3,10 @@
 //! bounded time, name what failed, leave no output, and keep memory bounded.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod common;
 
-use common::fake_http::{FakeServer, Reply, Request};
-use common::hostile::*;
-use common::*;
+use crate::common::fake_http::{FakeServer, Reply, Request};
+use crate::common::hostile::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,9 +2,8 @@
 //! parents, `$HOME` and folders with other content are refused untouched; the lock is replaced together
 //! with the image; an interrupted build leaves no scratch folder, and a dead build's are swept.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,9 +1,8 @@
 //! The local-python environment built on a Debian base: accepted by skopeo, unpacked by umoci, run with
 //! chroot, and the same file for file as a plain rattler install.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,9 +3,8 @@
 //! requests. Every push completes or fails with a clear error, and no tag ever names a manifest whose
 //! blobs are missing.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,9 +2,8 @@
 //! points of a build, then the same build again. The cache must stay consistent and never serve a corrupt
 //! entry (each layer is checked against its digest when read).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};

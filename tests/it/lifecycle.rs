@@ -1,9 +1,8 @@
 //! The environment lifecycle against a real registry: identity tags, TTL, resolve with no solve on a hit,
 //! rebuild after the TTL, ls, prune, and the runtime-install opt-out started in containerd.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;

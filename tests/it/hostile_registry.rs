@@ -2,11 +2,10 @@
 //! servers on loopback (127.0.0.2 and 127.0.0.3 play other hosts), every run bounded in time.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod common;
 
-use common::fake_http::{FakeServer, Reply, Request};
-use common::hostile::*;
-use common::*;
+use crate::common::fake_http::{FakeServer, Reply, Request};
+use crate::common::hostile::*;
+use crate::common::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
