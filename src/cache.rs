@@ -80,6 +80,15 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    /// A layer could not be packed.
+    #[error("cannot pack the layer of {packages}")]
+    Pack {
+        /// The packages (or `environment`) of the layer.
+        packages: String,
+        /// The cause.
+        #[source]
+        source: envlayer_layers::PackError,
+    },
     /// A cached blob's content does not match its digest.
     #[error("cached blob {path} is corrupt: expected {expected}, found {actual}")]
     Corrupt {
@@ -179,6 +188,37 @@ impl LayerCache {
             }
         })
     }
+}
+
+/// Packs `sources` into a layer (in a blocking task, so packing never holds up the async workers) and
+/// stores it in `cache` under `key`: the one way every layer envlayer makes (a package's, the
+/// environment's, the runtime archives') is packed and cached. `packages` names the layer's content.
+pub async fn pack_into_cache(
+    cache: &LayerCache,
+    key: &str,
+    sources: Vec<envlayer_layers::Source>,
+    mtime: u64,
+    compression: Compression,
+    packages: Vec<String>,
+) -> Result<CachedLayer, CacheError> {
+    let tmp_dir = cache.tmp_dir()?;
+    let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|source| CacheError::Io { path: tmp_dir.clone(), source })?;
+    let blob = tmp.path().to_path_buf();
+    let options = envlayer_layers::PackOptions { mtime, threads: cpus() };
+    let (b, what) = (blob.clone(), packages.join(", "));
+    let (layer, clobbered) = tokio::task::spawn_blocking(move || envlayer_layers::pack_to_file(&sources, &options, compression, &b))
+        .await
+        .map_err(|e| CacheError::Io { path: blob.clone(), source: std::io::Error::other(e) })?
+        .map_err(|source| CacheError::Pack { packages: if what.is_empty() { "the environment".into() } else { what }, source })?;
+    let cached = CachedLayer { layer, packages, clobbered };
+    cache.put(key, &cached, &blob)?;
+    drop(tmp);
+    Ok(cached)
+}
+
+/// The number of CPUs to compress a layer with.
+pub fn cpus() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
 }
 
 /// The sha256 and length of a file.

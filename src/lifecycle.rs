@@ -2,11 +2,10 @@
 //! TTL; `resolve` (use a fresh image, else build and push one), `ls` and `prune`. Time is always passed in
 //! (`now`), never read here, so tests can move the clock.
 
-use crate::build::{self, BaseRef, BuildOptions, BuildSummary};
+use crate::build::{self, BuildOptions, BuildSummary};
 use crate::keys::{ANNOTATION_ENV_NAME, ANNOTATION_EXPIRES, ANNOTATION_INPUTS, ANNOTATION_INSTALL, ANNOTATION_PACKAGE_COUNT};
 use crate::registry::{self, Reference, Registry, RegistryError};
 use crate::reporter::Reporter;
-use crate::spec::EnvSpec;
 use envlayer_layers::Digest;
 use std::time::Instant;
 
@@ -215,19 +214,10 @@ pub async fn resolve(
 ) -> Result<Resolved, LifecycleError> {
     let mut timings = std::collections::BTreeMap::new();
     let t0 = Instant::now();
-    let spec = EnvSpec::from_path(&opts.env_file).map_err(build::BuildError::from)?;
-    let base_digest = match &opts.base {
-        Some(BaseRef::Layout { layout, tag }) => {
-            Some(crate::image::read_oci_layout(layout, tag.as_deref()).map_err(build::BuildError::from)?.manifest_digest)
-        }
-        Some(BaseRef::Registry(r)) => {
-            let reg = registry::connect(r, &opts.registry.auth, &opts.registry.client).await?;
-            let (os, arch, _) = build::oci_platform(opts.platform)?;
-            Some(registry::read_base(&reg, r, &os, &arch).await?.manifest_digest)
-        }
-        None => None,
-    };
-    let identity = build::identity(opts, &spec, base_digest.as_ref())?;
+    // The inputs and the base are read once: for the identity, and for the build on a miss.
+    let prepared = build::prepare(opts).await?;
+    let identity = prepared.identity(opts)?;
+    let spec = prepared.inputs.spec.clone();
     let tag = tag_for(&spec.name, &identity);
     let registry = registry::connect(repo, &opts.registry.auth, &opts.registry.client).await?;
     let found = inspect(&registry, repo, &tag, opts.now).await?;
@@ -248,7 +238,7 @@ pub async fn resolve(
         return Err(LifecycleError::Miss { name: spec.name, repo: repo.to_string(), tag });
     }
     let t1 = Instant::now();
-    let built = build::build(opts, reporter).await?;
+    let built = build::build_prepared(opts, prepared, reporter).await?;
     timings.insert("build".to_string(), t1.elapsed().as_millis() as u64);
     let t2 = Instant::now();
     let target = Reference { tag: Some(tag.clone()), digest: None, ..repo.clone() };

@@ -8,7 +8,7 @@ use crate::fetch::PackageStore;
 use crate::install::{install_package, PackageFacts};
 use crate::cache::{group_key, CachedLayer, LayerCache, LayerParams};
 use crate::reporter::{Reporter, Stage};
-use envlayer_layers::{pack_to_file, Digest, PackOptions, Source};
+use envlayer_layers::{Digest, Source};
 use futures::StreamExt;
 use rattler_conda_types::RepoDataRecord;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +49,8 @@ pub struct Baked {
     pub clobbers: Vec<Clobber>,
     /// Milliseconds spent installing (`install`) and packing (`pack`).
     pub timings_ms: BTreeMap<String, u64>,
+    /// The work done: downloads, installs, layers packed and taken from the cache.
+    pub work: crate::build::Work,
 }
 
 /// The packages to bake and everything needed to do it.
@@ -67,14 +69,10 @@ pub struct Baker<'a> {
     pub reporter: &'a dyn Reporter,
     /// Index of the python record, when `.pyc` files are compiled.
     pub pyc_python: Option<usize>,
-    /// Counters.
-    pub downloaded: AtomicUsize,
-    /// Counters.
-    pub installed: AtomicUsize,
-    /// Counters.
-    pub compressed: AtomicUsize,
-    /// Counters.
-    pub cached: AtomicUsize,
+    downloaded: AtomicUsize,
+    installed: AtomicUsize,
+    compressed: AtomicUsize,
+    cached: AtomicUsize,
     stages: Vec<OnceCell<(PathBuf, PackageFacts)>>,
     tmp: tempfile::TempDir,
 }
@@ -216,7 +214,13 @@ impl<'a> Baker<'a> {
             ("install+pack".to_string(), (t1 - t0).as_millis() as u64),
             ("clobbers".to_string(), t1.elapsed().as_millis() as u64),
         ]);
-        Ok(Baked { layers, facts, clobbers, timings_ms })
+        let work = crate::build::Work {
+            downloaded: self.downloaded.load(Ordering::Relaxed),
+            installed: self.installed.load(Ordering::Relaxed),
+            compressed: self.compressed.load(Ordering::Relaxed),
+            cached_layers: self.cached.load(Ordering::Relaxed),
+        };
+        Ok(Baked { layers, facts, clobbers, timings_ms, work })
     }
 
     async fn layer(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> Result<BakedLayer, BuildError> {
@@ -242,18 +246,10 @@ impl<'a> Baker<'a> {
             s.exclude = exclude.get(&i).cloned().unwrap_or_default();
             sources.push(s);
         }
-        let tmp = tempfile::NamedTempFile::new_in(self.cache.tmp_dir()?).map_err(|source| BuildError::Io { path: PathBuf::from("layer"), source })?;
-        let blob = tmp.path().to_path_buf();
-        let (opts, compression, b) = (PackOptions { mtime: self.params.mtime, threads: crate::build::cpus() }, self.params.compression, blob.clone());
-        let (layer, clobbered) = tokio::task::spawn_blocking(move || pack_to_file(&sources, &opts, compression, &b))
-            .await
-            .map_err(|e| BuildError::Options(format!("packing task failed: {e}")))?
-            .map_err(|source| BuildError::Pack { packages: names.join(", "), source })?;
+        let shown = names.join(", ");
+        let cached = crate::cache::pack_into_cache(&self.cache, &key, sources, self.params.mtime, self.params.compression, names).await?;
         self.compressed.fetch_add(1, Ordering::Relaxed);
-        self.reporter.advance(Stage::Pack, &names.join(", "));
-        let cached = CachedLayer { layer, packages: names, clobbered };
-        self.cache.put(&key, &cached, &blob)?;
-        drop(tmp);
+        self.reporter.advance(Stage::Pack, &shown);
         Ok(BakedLayer { cached, from_cache: false, members: members.to_vec() })
     }
 }

@@ -1,0 +1,98 @@
+//! Step 8, layers in order: the base's, then the packages', the runtime archives' and the environment's,
+//! each with its descriptor annotations and its line in the summary.
+
+use super::{EnvLayers, LayerSummary, PackageSummary};
+use crate::cache::{CachedLayer, LayerCache};
+use crate::image::{BaseImage, NewLayer};
+use crate::keys;
+use crate::package_layers::Baked;
+use rattler_conda_types::RepoDataRecord;
+use std::collections::BTreeMap;
+
+/// envlayer's layers for the image, and what the summary says of every layer and package.
+pub struct Layers {
+    /// The new layers, bottom first.
+    pub new: Vec<NewLayer>,
+    /// Every layer of the image, the base's included.
+    pub summaries: Vec<LayerSummary>,
+    /// Every package, with its layer.
+    pub packages: Vec<PackageSummary>,
+    /// Groups of packages that share a layer.
+    pub shared: Vec<Vec<String>>,
+}
+
+fn summary(c: &CachedLayer, packages: Vec<String>, cached: bool) -> LayerSummary {
+    LayerSummary {
+        digest: c.layer.digest.to_string(),
+        diff_id: Some(c.layer.diff_id.to_string()),
+        size: c.layer.size,
+        media_type: c.layer.media_type().to_string(),
+        packages,
+        cached,
+    }
+}
+
+/// Orders the layers and describes them.
+pub fn layers(base: Option<&BaseImage>, baked: &Baked, env: &EnvLayers, records: &[RepoDataRecord], runtime: &[usize], inputs: &super::Inputs, cache: &LayerCache) -> Layers {
+    let mut new = Vec::new();
+    let mut summaries: Vec<LayerSummary> = base
+        .map(|b| {
+            b.layers
+                .iter()
+                .map(|l| LayerSummary {
+                    digest: l.digest.to_string(),
+                    diff_id: None,
+                    size: l.descriptor["size"].as_u64().unwrap_or(0),
+                    media_type: l.descriptor["mediaType"].as_str().unwrap_or_default().to_string(),
+                    packages: vec!["base".into()],
+                    cached: true,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut packages = vec![None; records.len()];
+    let mut shared = Vec::new();
+    let mut push = |c: &CachedLayer, annotations: BTreeMap<String, String>, created_by: String, names: Vec<String>, cached: bool| {
+        new.push(NewLayer { layer: c.layer.clone(), path: cache.blob_path(&c.layer.digest), annotations, created_by });
+        summaries.push(summary(c, names, cached));
+        summaries.len() - 1
+    };
+    for b in &baked.layers {
+        let c = &b.cached;
+        let idx = push(
+            c,
+            BTreeMap::from([(keys::ANNOTATION_PACKAGES.to_string(), c.packages.join(","))]),
+            format!("envlayer: {}", c.packages.join(" ")),
+            c.packages.clone(),
+            b.from_cache,
+        );
+        for &i in &b.members {
+            packages[i] = Some(PackageSummary::new(&records[i], idx));
+        }
+        if b.members.len() > 1 {
+            shared.push(c.packages.clone());
+        }
+    }
+    if let Some((c, from_cache)) = &env.archives {
+        let names = env.runtime_names.join(",");
+        let idx = push(
+            c,
+            BTreeMap::from([(keys::ANNOTATION_RUNTIME.to_string(), names)]),
+            format!("envlayer: archives installed at runtime: {}", env.runtime_names.join(" ")),
+            vec!["runtime-archives".into()],
+            *from_cache,
+        );
+        for &i in runtime {
+            packages[i] = Some(PackageSummary::new(&records[i], idx));
+        }
+    }
+    let (c, from_cache) = &env.env;
+    push(
+        c,
+        BTreeMap::from([(keys::ANNOTATION_PACKAGES.to_string(), String::new())]),
+        format!("envlayer: environment {} ({:?})", inputs.spec.name, inputs.install_mode),
+        vec!["environment".into()],
+        *from_cache,
+    );
+    Layers { new, summaries, packages: packages.into_iter().flatten().collect(), shared }
+}

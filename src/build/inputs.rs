@@ -1,0 +1,109 @@
+//! Step 1, inputs: everything that decides the image, read and checked once from the options and the
+//! environment file (no channel, base or registry is touched), and the identity computed from it.
+
+use super::{BuildError, BuildOptions};
+use crate::spec::{EnvSpec, InstallMode};
+use envlayer_layers::Digest;
+use rattler_conda_types::{Channel, GenericVirtualPackage, Subdir};
+use std::collections::BTreeMap;
+
+/// The inputs that decide the image.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The environment file, parsed.
+    pub spec: EnvSpec,
+    /// The environment's path in the image.
+    pub prefix: String,
+    /// `os`, `architecture`, `variant` of the image.
+    pub os_arch: (String, String, Option<String>),
+    /// The channels as URLs (not looked at: a local channel may be gone when a fresh image exists).
+    pub channels: Vec<Channel>,
+    /// The virtual packages of the machine the image runs on.
+    pub virtual_packages: Vec<GenericVirtualPackage>,
+    /// Baked, or installed when the container starts.
+    pub install_mode: InstallMode,
+    /// The user's labels: the environment file's, then the command line's over them.
+    pub labels: BTreeMap<String, String>,
+    /// The user's annotations, likewise.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    /// Reads the environment file and checks the options.
+    pub fn read(opts: &BuildOptions) -> Result<Self, BuildError> {
+        let spec = EnvSpec::from_path(&opts.env_file)?;
+        let prefix = opts.prefix.clone().unwrap_or_else(|| format!("/opt/conda/envs/{}", spec.name));
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') || prefix.contains("/../") || prefix.contains("//") {
+            return Err(BuildError::Options(format!("--prefix {prefix:?} must be an absolute path like /opt/conda/envs/NAME")));
+        }
+        let os_arch = oci_platform(opts.platform)?;
+        for (kind, map) in [("--label", &opts.labels), ("--annotation", &opts.annotations)] {
+            for key in map.keys() {
+                crate::spec::check_user_key(key).map_err(|e| BuildError::Options(format!("{kind} {e}")))?;
+            }
+        }
+        let channels = crate::solve::channel_urls(&spec.channels, &spec.root_dir)?;
+        let virtual_packages =
+            crate::solve::override_virtual_packages(crate::solve::default_virtual_packages(opts.platform), &opts.virtual_packages)?;
+        let mut labels = spec.envlayer.labels.clone();
+        labels.extend(opts.labels.clone());
+        let mut annotations = spec.envlayer.annotations.clone();
+        annotations.extend(opts.annotations.clone());
+        let install_mode = opts.install.unwrap_or(spec.envlayer.install);
+        Ok(Self { spec, prefix, os_arch, channels, virtual_packages, install_mode, labels, annotations })
+    }
+}
+
+/// `("linux", "amd64", None)` and so on: the OCI platform of a conda subdir.
+pub fn oci_platform(platform: Subdir) -> Result<(String, String, Option<String>), BuildError> {
+    let (arch, variant) = match platform.as_str() {
+        "linux-64" => ("amd64", None),
+        "linux-aarch64" => ("arm64", Some("v8")),
+        "linux-ppc64le" => ("ppc64le", None),
+        "linux-s390x" => ("s390x", None),
+        "linux-armv7l" => ("arm", Some("v7")),
+        other => return Err(BuildError::Options(format!("platform {other}: envlayer builds Linux images only"))),
+    };
+    Ok(("linux".into(), arch.into(), variant.map(String::from)))
+}
+
+/// `24h`, `90m`, `45s`: a TTL the way Quay's `quay.expires-after` label reads it.
+pub fn format_ttl(ttl: std::time::Duration) -> String {
+    let s = ttl.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The environment's identity: a hash of its normalized inputs (specs, channels, platform, prefix,
+/// virtual packages, base image digest, and every option that changes the image's bytes). The same
+/// environment always has the same identity; a changed one never shares it. It is computed without
+/// touching any channel, so looking an environment up costs no solve.
+pub fn identity(opts: &BuildOptions, inputs: &Inputs, base_digest: Option<&Digest>) -> Result<String, BuildError> {
+    let mut specs: Vec<String> = inputs.spec.specs.iter().map(|s| s.to_string()).collect();
+    specs.sort();
+    let lock = match &opts.lock {
+        Some(l) => Some(Digest::of(&std::fs::read(l).map_err(|source| BuildError::Io { path: l.clone(), source })?).to_string()),
+        None => None,
+    };
+    Ok(Digest::of(&crate::image::canonical_json(&serde_json::json!({
+        "format": crate::cache::LAYER_FORMAT,
+        "name": inputs.spec.name,
+        "specs": specs,
+        "channels": inputs.channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>(),
+        "platform": opts.platform.as_str(),
+        "prefix": inputs.prefix,
+        "virtual_packages": inputs.virtual_packages.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "base": base_digest.map(|d| d.to_string()),
+        "compression": opts.compression.id(),
+        "max_layers": opts.max_layers,
+        "lock": lock,
+        "install": inputs.install_mode,
+        "ttl": opts.ttl.map(format_ttl),
+        "labels": inputs.labels,
+        "annotations": inputs.annotations,
+    })))
+    .hex())
+}

@@ -1,0 +1,356 @@
+//! The pipeline: one step per stage, each in its own module with a typed input and output, joined in
+//! [`build`]: [`inputs`] (options and environment file, read once) → [`base`] → [`packages`] (lock or
+//! solve) → [`plan`] (link scripts, `.pyc`, layer groups) → [`crate::package_layers`] → [`env_layer`] →
+//! [`config`] → [`assemble`] → [`crate::image::assemble`] → [`crate::output`] (or a push by the caller).
+//! [`prepare`] runs the first two steps alone, so `resolve` can look an environment up by its identity
+//! and then build from the same inputs without reading anything twice.
+
+pub mod assemble;
+pub mod base;
+pub mod config;
+pub mod env_layer;
+pub mod inputs;
+pub mod packages;
+pub mod plan;
+pub mod summary;
+
+pub use env_layer::EnvLayers;
+pub use inputs::{format_ttl, identity, oci_platform, Inputs};
+pub use plan::Plan;
+pub use summary::{BuildSummary, LayerSummary, PackageSummary, PycSummary, Work};
+
+use crate::cache::LayerCache;
+use crate::fetch::PackageStore;
+use crate::image::{self, BaseImage};
+use crate::reporter::{Reporter, Stage};
+use crate::spec::InstallMode;
+use envlayer_layers::Compression;
+use rattler_conda_types::{RepoDataRecord, Subdir};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The image a build goes on top of.
+#[derive(Debug, Clone)]
+pub enum BaseRef {
+    /// An OCI image layout directory, and the image's tag in it if it holds more than one.
+    Layout {
+        /// The directory.
+        layout: PathBuf,
+        /// The tag.
+        tag: Option<String>,
+    },
+    /// An image in a registry.
+    Registry(crate::registry::Reference),
+}
+
+/// How registries are reached, for registry bases (and pushes by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Where credentials are read from.
+    pub auth: crate::registry::AuthSources,
+    /// TLS, insecure registries, retries.
+    pub client: crate::registry::ClientOptions,
+}
+
+/// A finished build: its summary, and the image (for a push).
+#[derive(Debug)]
+pub struct BuildOutput {
+    /// What was built.
+    pub summary: BuildSummary,
+    /// The image: config, manifest, and where each blob is.
+    pub image: image::Image,
+}
+
+/// Everything a build needs to know. The CLI fills it in; the library reads no environment variable and
+/// no clock of its own.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The `environment.yaml`.
+    pub env_file: PathBuf,
+    /// The environment's path in the image (default `/opt/conda/envs/<name>`).
+    pub prefix: Option<String>,
+    /// The image's platform.
+    pub platform: Subdir,
+    /// Virtual packages given by the user (`__glibc=2.36`), over the defaults.
+    pub virtual_packages: Vec<String>,
+    /// The base image.
+    pub base: Option<BaseRef>,
+    /// The OCI layout directory to write; none when only pushing.
+    pub output: Option<PathBuf>,
+    /// Registry access for a registry base.
+    pub registry: RegistrySettings,
+    /// The tag of the image in the layout.
+    pub tag: String,
+    /// The package, layer and repodata cache.
+    pub cache_dir: PathBuf,
+    /// Layer compression.
+    pub compression: Compression,
+    /// The most layers the image may have, base included.
+    pub max_layers: usize,
+    /// A lock file to install from instead of solving.
+    pub lock: Option<PathBuf>,
+    /// SOURCE_DATE_EPOCH: the image's creation time, when reproducible manifests are wanted.
+    pub source_date_epoch: Option<i64>,
+    /// The time of the build (goes in the manifest's annotations when no SOURCE_DATE_EPOCH is given).
+    pub now: jiff::Timestamp,
+    /// How many layers are built at once.
+    pub jobs: usize,
+    /// How long the image is fresh (the `quay.expires-after` label and the `io.envlayer.expires`
+    /// annotation); none for images that do not expire.
+    pub ttl: Option<std::time::Duration>,
+    /// Labels for the config, over the environment file's.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the manifest, over the environment file's.
+    pub annotations: BTreeMap<String, String>,
+    /// Overrides the environment file's `envlayer: install:`.
+    pub install: Option<InstallMode>,
+    /// envlayer's own binary, put in runtime-install images as their installer.
+    pub runtime_installer: Option<PathBuf>,
+    /// What to do with packages that have link scripts.
+    pub link_scripts: crate::link_scripts::LinkScriptPolicy,
+    /// Compile `.pyc` files into the layers when this machine can run the environment's python.
+    pub pyc: bool,
+    /// Connect and idle timeouts for channels and package downloads.
+    pub network: crate::net::Timeouts,
+}
+
+impl BuildOptions {
+    /// Options with the documented defaults for `env_file`.
+    pub fn new(env_file: impl Into<PathBuf>, output: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            env_file: env_file.into(),
+            prefix: None,
+            platform: Subdir::Linux64,
+            virtual_packages: Vec::new(),
+            base: None,
+            output: Some(output.into()),
+            registry: RegistrySettings::default(),
+            tag: "latest".into(),
+            cache_dir: cache_dir.into(),
+            compression: Compression::GZIP_DEFAULT,
+            max_layers: DEFAULT_MAX_LAYERS,
+            lock: None,
+            source_date_epoch: None,
+            now: jiff::Timestamp::now(),
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            ttl: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            install: None,
+            runtime_installer: None,
+            link_scripts: crate::link_scripts::LinkScriptPolicy::Runtime,
+            pyc: true,
+            network: crate::net::Timeouts::default(),
+        }
+    }
+
+    /// The lock file written beside the output: `<output>.lock`.
+    pub fn lock_output(&self) -> Option<PathBuf> {
+        self.output.as_deref().map(crate::output::lock_path)
+    }
+}
+
+/// The default `--max-layers`: well under Docker's 125 and containers-storage's 128, leaving room for
+/// images built on top.
+pub const DEFAULT_MAX_LAYERS: usize = 100;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The environment file.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// Channels, solving, the lock file.
+    #[error(transparent)]
+    Solve(#[from] crate::solve::SolveError),
+    /// Fetching a package.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    /// Installing a package.
+    #[error(transparent)]
+    Install(#[from] crate::install::InstallError),
+    /// Packing a layer.
+    #[error("cannot pack the layer of {packages}")]
+    Pack {
+        /// The packages of the layer.
+        packages: String,
+        /// The cause.
+        #[source]
+        source: envlayer_layers::PackError,
+    },
+    /// The layer cache.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    /// Reading the base or writing the image.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// The output folder or its lock.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+    /// Reading a base image from a registry.
+    #[error("base image")]
+    Registry(#[from] crate::registry::RegistryError),
+    /// The options do not make sense together.
+    #[error("{0}")]
+    Options(String),
+    /// An I/O error on the output.
+    #[error("{path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io { path: path.to_path_buf(), source }
+}
+
+/// `name-version-build` of a record.
+pub fn dist_name(r: &RepoDataRecord) -> String {
+    format!("{}-{}-{}", r.package_record.name.as_normalized(), r.package_record.version, r.package_record.build)
+}
+
+/// The number of CPUs to compress a layer with.
+pub fn cpus() -> u32 {
+    crate::cache::cpus()
+}
+
+/// What decides an image and is read before any package is: the inputs and the base.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The options and the environment file, checked.
+    pub inputs: Inputs,
+    /// The base image, if any.
+    pub base: Option<BaseImage>,
+}
+
+impl Prepared {
+    /// The environment's identity (for `<name>-<hash>` tags and lookups).
+    pub fn identity(&self, opts: &BuildOptions) -> Result<String, BuildError> {
+        identity(opts, &self.inputs, self.base.as_ref().map(|b| &b.manifest_digest))
+    }
+}
+
+/// Reads and checks the inputs and the base: everything a lookup needs, and no package.
+pub async fn prepare(opts: &BuildOptions) -> Result<Prepared, BuildError> {
+    let inputs = Inputs::read(opts)?;
+    if let Some(output) = &opts.output {
+        crate::output::check(output)?;
+    }
+    let base = base::read(opts, &inputs.os_arch).await?;
+    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
+    if opts.max_layers < base_layers + 2 {
+        return Err(BuildError::Options(format!(
+            "--max-layers {} leaves no room: the base has {base_layers} layers, and the environment needs at least 2",
+            opts.max_layers
+        )));
+    }
+    Ok(Prepared { inputs, base })
+}
+
+/// Builds the environment described by `opts` into an OCI image (written to the output, if any). On any
+/// error nothing is left at the output path (an earlier image there stays as it was).
+pub async fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildOutput, BuildError> {
+    let prepared = prepare(opts).await?;
+    build_prepared(opts, prepared, reporter).await
+}
+
+/// [`build`] from inputs and a base already read (by [`prepare`]).
+pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &dyn Reporter) -> Result<BuildOutput, BuildError> {
+    let t0 = Instant::now();
+    let mut timings = BTreeMap::new();
+    let identity = prepared.identity(opts)?;
+    let Prepared { inputs, base } = prepared;
+
+    reporter.start(Stage::Solve, 0);
+    let records = packages::resolve(opts, &inputs).await?;
+    let python = packages::python(&records, opts.platform)?;
+    reporter.finish(Stage::Solve);
+    timings.insert("solve".to_string(), t0.elapsed().as_millis() as u64);
+
+    let t1 = Instant::now();
+    let store = PackageStore::new(opts.cache_dir.clone()).with_timeouts(opts.network);
+    let cache = LayerCache::new(opts.cache_dir.clone());
+    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
+    let plan = plan::plan(opts, &inputs, &records, python, base_layers, &store).await?;
+    timings.insert("inspect".to_string(), t1.elapsed().as_millis() as u64);
+
+    reporter.start(Stage::Fetch, plan.baked.len() as u64);
+    reporter.start(Stage::Install, plan.baked.len() as u64);
+    reporter.start(Stage::Pack, plan.groups.len() as u64 + 1);
+    let baker = crate::package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python)?;
+    let baked = baker.bake(&plan.baked, &plan.groups, opts.jobs).await?;
+    reporter.finish(Stage::Fetch);
+    reporter.finish(Stage::Install);
+    timings.insert("layers".to_string(), t1.elapsed().as_millis() as u64);
+    timings.extend(baked.timings_ms.iter().map(|(k, v)| (format!("layers.{k}"), *v)));
+
+    let times = config::times(opts, &records);
+    let env = env_layer::build(opts, &inputs, &records, &plan, &store, &cache, &times.0).await?;
+    reporter.advance(Stage::Pack, "environment");
+    reporter.finish(Stage::Pack);
+
+    let config = config::Config { opts, inputs: &inputs, base: base.as_ref(), records: &records, facts: &baked.facts, runtime_names: &env.runtime_names, identity: &identity, times };
+    let (settings, config_warnings) = config.settings()?;
+    let layers = assemble::layers(base.as_ref(), &baked, &env, &records, &plan.runtime_packages, &inputs, &cache);
+    let img = image::assemble(base.as_ref(), &layers.new, &settings);
+
+    let t2 = Instant::now();
+    reporter.start(Stage::Write, 1);
+    if let Some(output) = &opts.output {
+        crate::output::write(&img, output, &opts.tag, &env.lock_text)?;
+    }
+    reporter.finish(Stage::Write);
+    timings.insert("write".to_string(), t2.elapsed().as_millis() as u64);
+    timings.insert("total".to_string(), t0.elapsed().as_millis() as u64);
+
+    let mut warnings = plan.warnings.clone();
+    warnings.extend(baked.clobbers.iter().map(|c| {
+        format!(
+            "clobber: {} is installed by {} and {}; the image has {}'s (the later in dependency order, as conda does)",
+            c.path,
+            c.losers.join(", "),
+            c.winner,
+            c.winner
+        )
+    }));
+    warnings.extend(plan.messages.iter().map(|m| format!("message from {m}")));
+    warnings.extend(config_warnings);
+    for w in &warnings {
+        reporter.warn(w);
+    }
+    let pyc_files = baked.facts.values().map(|f| f.paths.iter().filter(|p| p.ends_with(".pyc")).count()).sum();
+    let summary = BuildSummary {
+        name: inputs.spec.name.clone(),
+        prefix: inputs.prefix.clone(),
+        platform: opts.platform.to_string(),
+        output: opts.output.clone(),
+        tag: opts.tag.clone(),
+        lock: opts.lock_output(),
+        base: base.as_ref().and_then(|b| b.origin.clone()),
+        manifest_digest: img.digest().to_string(),
+        config_digest: img.config_digest().to_string(),
+        inputs_hash: identity,
+        solved: opts.lock.is_none(),
+        packages: layers.packages,
+        layers: layers.summaries,
+        shared_layers: layers.shared,
+        work: Work {
+            compressed: baked.work.compressed + env.packed,
+            cached_layers: baked.work.cached_layers + usize::from(env.env.1),
+            ..baked.work.clone()
+        },
+        timings_ms: timings,
+        warnings,
+        runtime_packages: plan.runtime_packages.iter().map(|&i| dist_name(&records[i])).collect(),
+        link_scripts: plan.link_scripts.clone(),
+        clobbers: baked.clobbers.clone(),
+        messages: plan.messages.clone(),
+        pyc: PycSummary { compiled: plan.pyc_python.is_some(), files: pyc_files, reason: plan.pyc_reason.clone() },
+    };
+    Ok(BuildOutput { summary, image: img })
+}
