@@ -90,15 +90,8 @@ pub enum CacheError {
         source: envlayer_layers::PackError,
     },
     /// A cached blob's content does not match its digest.
-    #[error("cached blob {path} is corrupt: expected {expected}, found {actual}")]
-    Corrupt {
-        /// The blob.
-        path: PathBuf,
-        /// Its name.
-        expected: Digest,
-        /// Its content's digest.
-        actual: Digest,
-    },
+    #[error(transparent)]
+    Blob(#[from] crate::files::BlobError),
 }
 
 /// The on-disk layer and facts cache.
@@ -134,7 +127,7 @@ impl LayerCache {
             return None;
         };
         let blob = self.blob_path(&cached.layer.digest);
-        match digest_file(&blob) {
+        match crate::files::digest_file(&blob) {
             Ok((digest, len)) if digest == cached.layer.digest && len == cached.layer.size => Some(cached),
             Ok(_) => {
                 tracing::warn!("cache blob {} is corrupt; rebuilding it", blob.display());
@@ -182,11 +175,13 @@ impl LayerCache {
     /// removed and reported, never used.
     pub fn export_blob(&self, digest: &Digest, dest: &Path) -> Result<(), CacheError> {
         let src = self.blob_path(digest);
-        copy_verified(&src, digest, dest).inspect_err(|e| {
-            if matches!(e, CacheError::Corrupt { .. }) {
-                let _ = std::fs::remove_file(&src);
-            }
-        })
+        crate::files::copy_verified(&src, digest, dest)
+            .inspect_err(|e| {
+                if matches!(e, crate::files::BlobError::Corrupt { .. }) {
+                    let _ = std::fs::remove_file(&src);
+                }
+            })
+            .map_err(CacheError::from)
     }
 }
 
@@ -219,32 +214,4 @@ pub async fn pack_into_cache(
 /// The number of CPUs to compress a layer with.
 pub fn cpus() -> u32 {
     std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
-}
-
-/// The sha256 and length of a file.
-pub fn digest_file(path: &Path) -> std::io::Result<(Digest, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut w = envlayer_layers::HashingWriter::new(std::io::sink());
-    std::io::copy(&mut file, &mut w)?;
-    let (_, digest, len) = w.finish();
-    Ok((digest, len))
-}
-
-/// Copies `src` to `dest` (hard link when possible) after checking that its content has `digest`.
-pub fn copy_verified(src: &Path, digest: &Digest, dest: &Path) -> Result<(), CacheError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CacheError::Io { path, source }
-    };
-    let (actual, _) = digest_file(src).map_err(io(src))?;
-    if &actual != digest {
-        return Err(CacheError::Corrupt { path: src.to_path_buf(), expected: digest.clone(), actual });
-    }
-    if dest.exists() {
-        return Ok(());
-    }
-    if std::fs::hard_link(src, dest).is_err() {
-        std::fs::copy(src, dest).map_err(io(dest))?;
-    }
-    Ok(())
 }

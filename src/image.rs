@@ -2,7 +2,7 @@
 //! written to OCI image layout directories. JSON is canonical (sorted keys, no spaces) so digests are
 //! stable.
 
-use crate::cache::{copy_verified, CacheError};
+use crate::files::{copy_verified, BlobError};
 use envlayer_layers::{Digest, Layer};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -84,7 +84,7 @@ pub enum ImageError {
     },
     /// A blob failed its digest check.
     #[error(transparent)]
-    Blob(#[from] CacheError),
+    Blob(#[from] BlobError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {

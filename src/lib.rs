@@ -20,7 +20,6 @@ pub mod link_scripts;
 pub mod lifecycle;
 pub mod net;
 pub mod output;
-pub mod package_layers;
 pub mod push;
 pub mod pyc;
 pub mod registry;

@@ -246,7 +246,7 @@ fn add_to_layout(image: &Image, output: &Path, tag: &str, scratch: &Scratch, loc
     let staged = scratch.path().join("blob");
     let put = |digest: &Digest, source: Option<(&Path, bool)>, bytes: Option<&[u8]>| -> Result<(), OutputError> {
         let dest = blobs.join(digest.hex());
-        if crate::cache::digest_file(&dest).is_ok_and(|(d, _)| &d == digest) {
+        if crate::files::digest_file(&dest).is_ok_and(|(d, _)| &d == digest) {
             return Ok(());
         }
         match (source, bytes) {
@@ -255,7 +255,7 @@ fn add_to_layout(image: &Image, output: &Path, tag: &str, scratch: &Scratch, loc
                     std::fs::copy(path, &staged).map_err(io_err(&staged))?;
                 }
             }
-            (Some((path, false)), _) => crate::cache::copy_verified(path, digest, &staged).map_err(crate::image::ImageError::from)?,
+            (Some((path, false)), _) => crate::files::copy_verified(path, digest, &staged).map_err(crate::image::ImageError::from)?,
             (None, Some(b)) => std::fs::write(&staged, b).map_err(io_err(&staged))?,
             (None, None) => return Ok(()),
         }

@@ -5,7 +5,7 @@ use super::{EnvLayers, LayerSummary, PackageSummary};
 use crate::cache::{CachedLayer, LayerCache};
 use crate::image::{BaseImage, NewLayer};
 use crate::keys;
-use crate::package_layers::Baked;
+use crate::build::package_layers::Baked;
 use rattler_conda_types::RepoDataRecord;
 use std::collections::BTreeMap;
 

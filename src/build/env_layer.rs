@@ -63,7 +63,7 @@ pub async fn build(
         lock_text.clone()
     };
     let installer_digest = match (runtime.is_empty(), &opts.runtime_installer) {
-        (false, Some(p)) => Some(crate::cache::digest_file(p).map_err(io_err(p))?.0.to_string()),
+        (false, Some(p)) => Some(crate::files::digest_file(p).map_err(io_err(p))?.0.to_string()),
         _ => None,
     };
     let env_key = Digest::of(&crate::image::canonical_json(&serde_json::json!({

@@ -1,6 +1,6 @@
 //! The pipeline: one step per stage, each in its own module with a typed input and output, joined in
 //! [`build`]: [`inputs`] (options and environment file, read once) → [`base`] → [`packages`] (lock or
-//! solve) → [`plan`] (link scripts, `.pyc`, layer groups) → [`crate::package_layers`] → [`env_layer`] →
+//! solve) → [`plan`] (link scripts, `.pyc`, layer groups) → [`package_layers`] → [`env_layer`] →
 //! [`config`] → [`assemble`] → [`crate::image::assemble`] → [`crate::output`] (or a push by the caller).
 //! [`prepare`] runs the first two steps alone, so `resolve` can look an environment up by its identity
 //! and then build from the same inputs without reading anything twice.
@@ -10,6 +10,7 @@ pub mod base;
 pub mod config;
 pub mod env_layer;
 pub mod inputs;
+pub mod package_layers;
 pub mod packages;
 pub mod plan;
 pub mod summary;
@@ -282,7 +283,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     reporter.start(Stage::Fetch, plan.baked.len() as u64);
     reporter.start(Stage::Install, plan.baked.len() as u64);
     reporter.start(Stage::Pack, plan.groups.len() as u64 + 1);
-    let baker = crate::package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python)?;
+    let baker = crate::build::package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python)?;
     let baked = baker.bake(&plan.baked, &plan.groups, opts.jobs).await?;
     reporter.finish(Stage::Fetch);
     reporter.finish(Stage::Install);

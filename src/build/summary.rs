@@ -46,7 +46,7 @@ pub struct BuildSummary {
     /// Packages with link scripts, and the scripts.
     pub link_scripts: BTreeMap<String, Vec<String>>,
     /// Paths two packages install, and which one the image has.
-    pub clobbers: Vec<crate::package_layers::Clobber>,
+    pub clobbers: Vec<crate::build::package_layers::Clobber>,
     /// Messages packages show when they are linked (`info/prelink_messages`).
     pub messages: Vec<String>,
     /// How many `.pyc` files were compiled into the layers, or why none were.
