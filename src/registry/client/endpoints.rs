@@ -1,0 +1,336 @@
+//! The distribution API's endpoints (blobs, uploads, manifests, tags), on top of the transport in the
+//! parent module: every request goes through `send`, which holds the auth, retry and timeout policy.
+
+use super::{origin, scope, Mount, Registry, RegistryError, MANIFEST_ACCEPT};
+use crate::net::{self, escape, same_origin, Progress};
+use envlayer_layers::Digest;
+use reqwest::{header, Method, StatusCode};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use url::Url;
+
+impl Registry {
+    /// Whether `repository` has the blob.
+    pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let what = format!("HEAD blob {digest} in {repository}");
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let scopes = [scope(repository, "pull,push")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.head(url.clone()))).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.unexpected_answer(&what, resp).await),
+        }
+    }
+
+    /// Whether `repository` can be read with pull access only (used for HEADs of a base).
+    pub async fn blob_exists_readonly(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let what = format!("HEAD blob {digest} in {repository}");
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let scopes = [scope(repository, "pull")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.head(url.clone()))).await?;
+        Ok(resp.status().is_success())
+    }
+
+    /// Asks the registry to mount `digest` from `from` into `repository`.
+    pub async fn mount_blob(&self, repository: &str, digest: &Digest, from: &str) -> Result<Mount, RegistryError> {
+        let what = format!("mount {digest} from {from} into {repository}");
+        let mut url = self.url(&format!("v2/{repository}/blobs/uploads/"));
+        url.query_pairs_mut().append_pair("mount", &digest.to_string()).append_pair("from", from);
+        let scopes = [scope(repository, "pull,push"), scope(from, "pull")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.post(url.clone()).header(header::CONTENT_LENGTH, 0))).await?;
+        match resp.status() {
+            StatusCode::CREATED => {
+                self.stats.mounted_blobs.fetch_add(1, Ordering::Relaxed);
+                Ok(Mount::Mounted)
+            }
+            StatusCode::ACCEPTED => Ok(Mount::Refused(self.location(&resp, &what)?)),
+            _ => Err(self.unexpected_answer(&what, resp).await),
+        }
+    }
+
+    /// An upload session's `Location`: relative to the registry, or an absolute http(s) URL. One on
+    /// another host is used without the registry's credentials (see [`Self::authorize`]); one that would
+    /// downgrade an HTTPS registry to plain HTTP is refused.
+    fn location(&self, resp: &reqwest::Response, what: &str) -> Result<Url, RegistryError> {
+        let loc = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Invalid(format!("{}: {what}: 202 without a Location", self.host)))?;
+        let url = resp
+            .url()
+            .join(loc)
+            .map_err(|e| RegistryError::Invalid(format!("{}: {what}: bad Location {:?}: {e}", self.host, escape(loc))))?;
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if self.base.scheme() == "http" => Ok(url),
+            _ => Err(RegistryError::Invalid(format!(
+                "{}: {what}: refusing the upload Location {:?} (an HTTPS registry may not send uploads to another scheme)",
+                self.host,
+                escape(loc)
+            ))),
+        }
+    }
+
+    /// Uploads a blob from a file, streamed (never whole in memory), in an existing upload `session`
+    /// or a new one. The whole upload is retried from a new session if it fails transiently. The file is
+    /// opened without following links and must be a regular file of `size` bytes; the registry checks the
+    /// digest of what it receives.
+    pub async fn upload_blob_file(&self, repository: &str, digest: &Digest, path: &Path, session: Option<Url>) -> Result<(), RegistryError> {
+        let size = std::fs::symlink_metadata(path).map_err(|source| RegistryError::Io { path: path.to_path_buf(), source })?.len();
+        let p = path.to_path_buf();
+        self.upload(repository, digest, size, session, move |progress: &Progress| {
+            let file = crate::files::open_regular(&p).map_err(|source| RegistryError::Io { path: p.clone(), source })?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20);
+            Ok(reqwest::Body::wrap_stream(progress.watch(stream)))
+        })
+        .await
+    }
+
+    /// Uploads a small blob held in memory (a config).
+    pub async fn upload_blob_bytes(&self, repository: &str, digest: &Digest, bytes: &[u8]) -> Result<(), RegistryError> {
+        let data = bytes.to_vec();
+        self.upload(repository, digest, bytes.len() as u64, None, move |progress: &Progress| {
+            let chunk = data.clone();
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(chunk) });
+            Ok(reqwest::Body::wrap_stream(progress.watch(stream)))
+        })
+        .await
+    }
+
+    async fn upload(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        session: Option<Url>,
+        body: impl Fn(&Progress) -> Result<reqwest::Body, RegistryError>,
+    ) -> Result<(), RegistryError> {
+        let what = format!("upload {digest} to {repository}");
+        let scopes = [scope(repository, "pull,push")];
+        let mut session = session;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let location = match session.take() {
+                Some(url) => url,
+                None => {
+                    let url = self.url(&format!("v2/{repository}/blobs/uploads/"));
+                    let resp = self.send(&what, &scopes, |c| Ok(c.post(url.clone()).header(header::CONTENT_LENGTH, 0))).await?;
+                    if resp.status() != StatusCode::ACCEPTED {
+                        return Err(self.unexpected_answer(&what, resp).await);
+                    }
+                    self.location(&resp, &what)?
+                }
+            };
+            let mut put = location.clone();
+            put.query_pairs_mut().append_pair("digest", &digest.to_string());
+            let progress = std::sync::Mutex::new(Progress::default());
+            let current = || progress.lock().map(|p| p.clone()).unwrap_or_default();
+            let resp = self
+                .send_with(&what, &scopes, Some(&current), |c| {
+                    let p = Progress::default();
+                    if let Ok(mut slot) = progress.lock() {
+                        *slot = p.clone();
+                    }
+                    Ok(c.put(put.clone())
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header(header::CONTENT_LENGTH, size)
+                        .body(body(&p)?))
+                })
+                .await;
+            match resp {
+                Ok(r) if r.status() == StatusCode::CREATED || r.status().is_success() => {
+                    self.stats.uploaded_blobs.fetch_add(1, Ordering::Relaxed);
+                    self.stats.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // The session may be gone (404) or the upload cut short: start over with a new session.
+                Ok(r) if tries < self.options.max_attempts && (r.status() == StatusCode::NOT_FOUND || r.status().is_server_error() || r.status() == StatusCode::BAD_REQUEST) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(self.options.backoff * 2u32.saturating_pow(tries - 1)).await;
+                }
+                Ok(r) => return Err(self.unexpected_answer(&what, r).await),
+                // `send_with` has already tried `max_attempts` times: one budget per upload, not nested.
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// GETs a blob; an answer other than success is an error.
+    async fn get_blob(&self, repository: &str, digest: &Digest) -> Result<(String, reqwest::Response), RegistryError> {
+        let what = format!("GET blob {digest} from {repository}");
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let scopes = [scope(repository, "pull")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.get(url.clone()))).await?;
+        if !resp.status().is_success() {
+            return Err(self.unexpected_answer(&what, resp).await);
+        }
+        Ok((what, resp))
+    }
+
+    /// Downloads a blob of `size` bytes to `dest` through a temporary file in `tmp_dir` (on the same file
+    /// system), checking its digest; stops as soon as the registry sends more than `size` bytes, and never
+    /// leaves a partial file at `dest`.
+    pub async fn download_blob(&self, repository: &str, digest: &Digest, size: u64, dest: &Path, tmp_dir: &Path) -> Result<(), RegistryError> {
+        use futures::StreamExt;
+        use std::io::Write;
+        let (what, resp) = self.get_blob(repository, digest).await?;
+        if resp.content_length().is_some_and(|n| n > size) {
+            return Err(RegistryError::TooLarge { registry: self.host.clone(), what, cap: size });
+        }
+        let io = |source| RegistryError::Io { path: dest.to_path_buf(), source };
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = tempfile::NamedTempFile::new_in(tmp_dir).map_err(io)?;
+        let mut w = envlayer_layers::HashingWriter::new(std::io::BufWriter::new(tmp));
+        let mut body = resp.bytes_stream();
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.read_error(&what, net::ReadError::Transport(e)))?;
+            received += chunk.len() as u64;
+            if received > size {
+                return Err(RegistryError::TooLarge { registry: self.host.clone(), what, cap: size });
+            }
+            w.write_all(&chunk).map_err(io)?;
+        }
+        let (buf, actual, _) = w.finish();
+        let tmp = buf.into_inner().map_err(|e| io(e.into_error()))?;
+        if &actual != digest {
+            return Err(RegistryError::Invalid(format!("{}: blob {digest} from {repository} has digest {actual}", self.host)));
+        }
+        tmp.persist(dest).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// Reads a manifest (or index) and returns its bytes, media type and digest. Answers over
+    /// [`net::MAX_MANIFEST_BYTES`] are refused; a manifest asked for by digest must have that digest.
+    pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+        let what = format!("GET manifest {repository}:{reference}");
+        // A reference is a tag or a digest, never a path: both grammars leave no '/' or '..'.
+        let expected = if reference.contains(':') {
+            Some(reference.parse::<Digest>().map_err(|e| RegistryError::Invalid(format!("{}: {what}: {e}", self.host)))?)
+        } else {
+            if !crate::registry::reference::is_tag(reference) {
+                return Err(RegistryError::Invalid(format!("{}: {what}: not a valid tag", self.host)));
+            }
+            None
+        };
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
+        let scopes = [scope(repository, "pull")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.get(url.clone()).header(header::ACCEPT, MANIFEST_ACCEPT))).await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.unexpected(&what, status, " (no such image)".into()));
+        }
+        if !status.is_success() {
+            return Err(self.unexpected_answer(&what, resp).await);
+        }
+        let media_type = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let bytes = net::read_capped(resp, net::MAX_MANIFEST_BYTES).await.map_err(|e| self.read_error(&what, e))?;
+        let digest = Digest::of(&bytes);
+        if let Some(expected) = expected {
+            if expected != digest {
+                return Err(RegistryError::Invalid(format!("{}: manifest {reference} has digest {digest}", self.host)));
+            }
+        }
+        Ok((bytes, media_type, digest))
+    }
+
+    /// Reads a small blob (a config, at most [`net::MAX_MANIFEST_BYTES`]) into memory, checking its digest.
+    pub async fn get_blob_bytes(&self, repository: &str, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+        let (what, resp) = self.get_blob(repository, digest).await?;
+        let bytes = net::read_capped(resp, net::MAX_MANIFEST_BYTES).await.map_err(|e| self.read_error(&what, e))?;
+        if &Digest::of(&bytes) != digest {
+            return Err(RegistryError::Invalid(format!("{}: blob {digest} does not match its digest", self.host)));
+        }
+        Ok(bytes)
+    }
+
+    /// Uploads a manifest under `reference` (a tag or its digest) and returns its digest.
+    pub async fn put_manifest(&self, repository: &str, reference: &str, bytes: &[u8], media_type: &str) -> Result<Digest, RegistryError> {
+        let what = format!("PUT manifest {repository}:{reference}");
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
+        let scopes = [scope(repository, "pull,push")];
+        let data = bytes.to_vec();
+        let resp = self
+            .send(&what, &scopes, |c| Ok(c.request(Method::PUT, url.clone()).header(header::CONTENT_TYPE, media_type).body(data.clone())))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.unexpected_answer(&what, resp).await);
+        }
+        Ok(Digest::of(bytes))
+    }
+}
+
+/// How many pages of a tag list are read at most.
+const MAX_TAG_PAGES: usize = 1000;
+
+impl Registry {
+    /// Every tag of `repository` (following `Link` pagination on this registry only, stopping at a page
+    /// seen before); none when the repository does not exist. Tags that are not valid tag names are
+    /// left out (they would otherwise end up in URL paths).
+    pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        let what = format!("list tags of {repository}");
+        let scopes = [scope(repository, "pull")];
+        let mut url = self.url(&format!("v2/{repository}/tags/list"));
+        let mut seen = std::collections::BTreeSet::new();
+        let mut tags = Vec::new();
+        loop {
+            if !seen.insert(url.to_string()) || seen.len() > MAX_TAG_PAGES {
+                return Ok(tags);
+            }
+            let u = url.clone();
+            let resp = self.send(&what, &scopes, |c| Ok(c.get(u.clone()))).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            if !resp.status().is_success() {
+                return Err(self.unexpected_answer(&what, resp).await);
+            }
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.split(';').next())
+                .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>').to_string());
+            let body = net::read_capped(resp, net::MAX_TAG_PAGE_BYTES).await.map_err(|e| self.read_error(&what, e))?;
+            let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid(format!("{}: {what}: {e}", self.host)))?;
+            for t in body["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()) {
+                if crate::registry::reference::is_tag(t) {
+                    tags.push(t.to_string());
+                } else {
+                    tracing::warn!("{}: {what}: skipping invalid tag {:?}", self.host, escape(t));
+                }
+            }
+            match next {
+                Some(n) => {
+                    let next = self.base.join(&n).map_err(|e| RegistryError::Invalid(format!("{}: bad Link {:?}: {e}", self.host, escape(&n))))?;
+                    if !same_origin(&next, &self.base) {
+                        return Err(RegistryError::Invalid(format!(
+                            "{}: {what}: the next page is on another host ({}); refusing to follow it",
+                            self.host,
+                            escape(&origin(&next))
+                        )));
+                    }
+                    url = next;
+                }
+                None => return Ok(tags),
+            }
+        }
+    }
+
+    /// Deletes a manifest by digest (which removes every tag on it).
+    pub async fn delete_manifest(&self, repository: &str, digest: &Digest) -> Result<(), RegistryError> {
+        let what = format!("DELETE manifest {digest} in {repository}");
+        let url = self.url(&format!("v2/{repository}/manifests/{digest}"));
+        let scopes = [scope(repository, "pull,push,delete")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.delete(url.clone()))).await?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(self.unexpected_answer(&what, resp).await)
+    }
+}
