@@ -220,6 +220,10 @@ pub fn cpus() -> u32 {
     crate::cache::cpus()
 }
 
+/// What envlayer owns in an output: images annotated with an environment name, and rattler lock files.
+const OWNERSHIP: crate::output::Ownership<'static> =
+    crate::output::Ownership { manifest_annotation: crate::keys::ANNOTATION_ENV_NAME, is_own_lock: &|p| rattler_lock::LockFile::from_path(p).is_ok() };
+
 /// What decides an image and is read before any package is: the inputs and the base.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -240,7 +244,7 @@ impl Prepared {
 pub async fn prepare(opts: &BuildOptions) -> Result<Prepared, BuildError> {
     let inputs = Inputs::read(opts)?;
     if let Some(output) = &opts.output {
-        crate::output::check(output)?;
+        crate::output::check(output, OWNERSHIP)?;
     }
     let base = base::read(opts, &inputs.os_arch).await?;
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
@@ -303,7 +307,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let t2 = Instant::now();
     reporter.start(Stage::Write, 1);
     if let Some(output) = &opts.output {
-        crate::output::write(&img, output, &opts.tag, &env.lock_text)?;
+        crate::output::write(&img, output, &opts.tag, &env.lock_text, OWNERSHIP)?;
     }
     reporter.finish(Stage::Write);
     timings.insert("write".to_string(), t2.elapsed().as_millis() as u64);

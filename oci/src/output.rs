@@ -46,6 +46,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
     move |source| OutputError::Io { path: path.to_path_buf(), source }
 }
 
+/// What a tool owns in an output: the images it wrote carry `manifest_annotation`, and a file at the
+/// lock path is its own when `is_own_lock` says so. Only what it owns is ever replaced or removed.
+#[derive(Clone, Copy)]
+pub struct Ownership<'a> {
+    /// The manifest annotation every image the tool writes carries.
+    pub manifest_annotation: &'a str,
+    /// Whether the file at the lock path is one the tool wrote.
+    pub is_own_lock: &'a dyn Fn(&Path) -> bool,
+}
+
+impl std::fmt::Debug for Ownership<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ownership").field("manifest_annotation", &self.manifest_annotation).finish_non_exhaustive()
+    }
+}
+
 /// `<output>.lock`: where the lock of the image written to `output` goes.
 pub fn lock_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
@@ -63,9 +79,9 @@ enum Existing {
 }
 
 /// Checks, before any work, that the image may be written to `output` and its lock to `<output>.lock`.
-pub fn check(output: &Path) -> Result<(), OutputError> {
+pub fn check(output: &Path, own: Ownership<'_>) -> Result<(), OutputError> {
     inspect(output)?;
-    check_lock_path(&lock_path(output))
+    check_lock_path(&lock_path(output), own)
 }
 
 fn refuse(path: &Path, reason: impl Into<String>) -> OutputError {
@@ -168,8 +184,8 @@ fn blobs_are_plain(blobs: &Path) -> Result<bool, OutputError> {
     Ok(true)
 }
 
-/// The lock path may be replaced only if it is absent or an earlier lock (a rattler lock file).
-fn check_lock_path(lock: &Path) -> Result<(), OutputError> {
+/// The lock path may be replaced only if it is absent or an earlier lock (`own.is_own_lock`).
+fn check_lock_path(lock: &Path, own: Ownership<'_>) -> Result<(), OutputError> {
     let meta = match std::fs::symlink_metadata(lock) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(OutputError::Io { path: lock.to_path_buf(), source: e }),
@@ -179,9 +195,10 @@ fn check_lock_path(lock: &Path) -> Result<(), OutputError> {
     if !meta.is_file() || meta.len() > 64 << 20 {
         return Err(refuse(lock, why));
     }
-    match rattler_lock::LockFile::from_path(lock) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(refuse(lock, why)),
+    if (own.is_own_lock)(lock) {
+        Ok(())
+    } else {
+        Err(refuse(lock, why))
     }
 }
 
@@ -195,7 +212,7 @@ fn read_json(path: &Path) -> std::io::Result<Value> {
 
 /// Writes `image` into the OCI layout at `output` under `tag`, and `lock_text` to `<output>.lock`.
 /// Either both are in place afterwards, or neither changed.
-pub fn write(image: &Image, output: &Path, tag: &str, lock_text: &str) -> Result<(), OutputError> {
+pub fn write(image: &Image, output: &Path, tag: &str, lock_text: &str, own: Ownership<'_>) -> Result<(), OutputError> {
     let lock = lock_path(output);
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -212,7 +229,7 @@ pub fn write(image: &Image, output: &Path, tag: &str, lock_text: &str) -> Result
         }
         Existing::Nothing => None,
     };
-    check_lock_path(&lock)?;
+    check_lock_path(&lock, own)?;
     let lock_tmp = scratch.path().join("lock");
     std::fs::write(&lock_tmp, lock_text).map_err(io_err(&lock_tmp))?;
     match existing {
@@ -230,11 +247,11 @@ pub fn write(image: &Image, output: &Path, tag: &str, lock_text: &str) -> Result
             }
             Ok(())
         }
-        Existing::Layout => add_to_layout(image, output, tag, &scratch, &lock_tmp, &lock),
+        Existing::Layout => add_to_layout(image, output, tag, &scratch, (&lock_tmp, &lock), own),
     }
 }
 
-fn add_to_layout(image: &Image, output: &Path, tag: &str, scratch: &Scratch, lock_tmp: &Path, lock: &Path) -> Result<(), OutputError> {
+fn add_to_layout(image: &Image, output: &Path, tag: &str, scratch: &Scratch, (lock_tmp, lock): (&Path, &Path), own: Ownership<'_>) -> Result<(), OutputError> {
     let index_path = output.join("index.json");
     let mut index = read_json(&index_path).map_err(|e| refuse(output, format!("its index.json cannot be read: {e}")))?;
     let Some(entries) = index["manifests"].as_array().cloned() else {
@@ -286,13 +303,13 @@ fn add_to_layout(image: &Image, output: &Path, tag: &str, scratch: &Scratch, loc
         let _ = std::fs::rename(&old_index, &index_path);
         return Err(OutputError::Io { path: lock.to_path_buf(), source: e });
     }
-    collect_garbage(output, &replaced, &kept);
+    collect_garbage(output, &replaced, &kept, own);
     Ok(())
 }
 
 /// The blobs of the images a tag pointed to before, when envlayer wrote those images, that no image
 /// left in the layout uses. Blobs of images envlayer did not write are never removed.
-fn collect_garbage(output: &Path, replaced: &[Value], kept: &[Value]) {
+fn collect_garbage(output: &Path, replaced: &[Value], kept: &[Value], own: Ownership<'_>) {
     let blob = |d: &str| d.parse::<Digest>().ok().map(|d| output.join("blobs").join("sha256").join(d.hex()));
     let blobs_of = |entry: &Value| -> Option<(bool, BTreeSet<PathBuf>)> {
         if entry["mediaType"].as_str() != Some("application/vnd.oci.image.manifest.v1+json") {
@@ -300,7 +317,7 @@ fn collect_garbage(output: &Path, replaced: &[Value], kept: &[Value]) {
         }
         let path = blob(entry["digest"].as_str()?)?;
         let manifest = read_json(&path).ok()?;
-        let ours = manifest["annotations"][crate::keys::ANNOTATION_ENV_NAME].is_string();
+        let ours = manifest["annotations"][own.manifest_annotation].is_string();
         let mut set = BTreeSet::from([path]);
         set.insert(blob(manifest["config"]["digest"].as_str()?)?);
         for l in manifest["layers"].as_array()? {
