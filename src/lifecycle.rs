@@ -275,3 +275,32 @@ pub fn k8s_container(resolved: &Resolved) -> Result<String, LifecycleError> {
     serde_yaml::to_string(&[Container { name: &resolved.name, image: reference.to_string() }])
         .map_err(|e| RegistryError::Invalid(format!("YAML: {e}")).into())
 }
+
+/// `envlayer push`: pushes the image `tag` (or the only image) of the OCI layout `dir` to `target`. A
+/// base named by the image's `io.envlayer.base` label is mounted from its repository, but only when it is
+/// on the registry pushed to and named by digest: a label is data, and no other registry is contacted.
+pub async fn push_layout(
+    dir: &std::path::Path,
+    tag: Option<&str>,
+    target: &Reference,
+    settings: &build::RegistrySettings,
+    cache_dir: &std::path::Path,
+    jobs: usize,
+) -> Result<crate::push::PushReport, LifecycleError> {
+    let mut image = crate::image::read_layout_image(dir, tag).map_err(build::BuildError::from)?;
+    let registry = registry::connect(target, &settings.auth, &settings.client).await?;
+    let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap_or_default();
+    let base_label = config["config"]["Labels"][crate::keys::LABEL_BASE].as_str().and_then(|b| b.parse::<Reference>().ok());
+    if let Some(r) = base_label.filter(|r| r.registry == target.registry && r.digest.is_some()) {
+        let arch = config["architecture"].as_str().unwrap_or("amd64");
+        if let Ok(b) = registry::read_base(&registry, &r, "linux", arch).await {
+            for blob in image.layers.iter_mut() {
+                if let Some(remote) = b.layers.iter().find(|l| l.digest == blob.digest).and_then(|l| l.remote.clone()) {
+                    blob.remote = Some(remote);
+                }
+            }
+        }
+    }
+    let mut locations = crate::push::BlobLocations::load(cache_dir, &target.registry);
+    Ok(crate::push::push_image(&registry, target, &image, jobs, &mut locations).await?)
+}

@@ -152,26 +152,9 @@ pub async fn push(args: PushArgs) -> Result<()> {
         BaseRef::Layout { layout, tag } => (layout, tag),
         BaseRef::Registry(_) => return Err(format!("{} is not an OCI layout on disk", args.layout).into()),
     };
-    let mut image = envlayer::image::read_layout_image(&dir, tag.as_deref())?;
     let settings = args.registry.settings();
-    let registry = envlayer::registry::connect(&target, &settings.auth, &settings.client).await?;
-    // A base named by the image's io.envlayer.base label is mounted from its repository, but only when
-    // it is on the registry pushed to: a label is data, and no other registry is contacted for it.
-    let config: serde_json::Value = serde_json::from_slice(&image.config)?;
-    let base_label = config["config"]["Labels"][envlayer::keys::LABEL_BASE].as_str().and_then(|b| b.parse::<Reference>().ok());
-    if let Some(r) = base_label.filter(|r| r.registry == target.registry && r.digest.is_some()) {
-        let arch = config["architecture"].as_str().unwrap_or("amd64");
-        if let Ok(b) = envlayer::registry::read_base(&registry, &r, "linux", arch).await {
-            for blob in image.layers.iter_mut() {
-                if let Some(remote) = b.layers.iter().find(|l| l.digest == blob.digest).and_then(|l| l.remote.clone()) {
-                    blob.remote = Some(remote);
-                }
-            }
-        }
-    }
     let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
-    let mut locations = envlayer::push::BlobLocations::load(&cache, &target.registry);
-    let report = envlayer::push::push_image(&registry, &target, &image, args.registry.push_jobs, &mut locations).await?;
+    let report = lifecycle::push_layout(&dir, tag.as_deref(), &target, &settings, &cache, args.registry.push_jobs).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
