@@ -49,12 +49,7 @@ case "$mode" in
     rootcertbundle: $work/token-cert.pem"
     ;;
   tls)
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/ca-key.pem" -out "$work/ca.pem" -days 2 \
-      -subj "/CN=envlayer test CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout "$work/leaf-key.pem" -out "$work/leaf.csr" -subj "/CN=127.0.0.1" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$work/leaf.ext"
-    openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" -CAcreateserial \
-      -out "$work/leaf.pem" -days 2 -extfile "$work/leaf.ext" 2>/dev/null
+    "$here/make-test-certs.sh" "$work"
     scheme=https
     ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;

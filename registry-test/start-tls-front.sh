@@ -8,12 +8,7 @@ work=$(mkdir -p "${1:?usage: start-tls-front.sh WORKDIR BACKEND}" && cd "$1" && 
 backend=${2:?usage: start-tls-front.sh WORKDIR BACKEND}
 here=$(cd "$(dirname "$0")" && pwd)
 : > "$work/pids"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/ca-key.pem" -out "$work/ca.pem" -days 2 \
-  -subj "/CN=envlayer test CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout "$work/leaf-key.pem" -out "$work/leaf.csr" -subj "/CN=127.0.0.1" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$work/leaf.ext"
-openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" -CAcreateserial \
-  -out "$work/leaf.pem" -days 2 -extfile "$work/leaf.ext" 2>/dev/null
+"$here/make-test-certs.sh" "$work"
 python3 "$here/tls-front.py" "$work/leaf.pem" "$work/leaf-key.pem" "$backend" > "$work/front.log" 2>&1 &
 echo $! >> "$work/pids"
 for _ in $(seq 1 200); do grep -q "listening on" "$work/front.log" 2>/dev/null && break; sleep 0.05; done
