@@ -1,7 +1,6 @@
 //! Same inputs, same bytes: across working and cache directories, with a warm cache doing no work, with
 //! zstd, and with a corrupted cache entry healed rather than used.
 
-
 use crate::common::*;
 use serde_json::Value;
 use std::process::Command;
@@ -93,4 +92,39 @@ fn zstd_layers_are_deterministic_and_accepted_by_skopeo() {
     // The gzip build of the same environment has other digests: the compression is part of the key.
     let g = build_json(&dir, &[env.to_str().unwrap(), "--cache-dir", "c1", "-o", "g.oci"]);
     assert_ne!(digests(&g)[0], digests(&s1)[0]);
+}
+
+/// The manifest digest of the example environment, built from a lock whose URLs name no local path, with
+/// SOURCE_DATE_EPOCH set. Any change to the bytes envlayer writes (tar, compression, conda-meta, config,
+/// manifest, JSON) changes it: update it only for a change meant to alter images, and say so.
+const PINNED_MANIFEST: &str = "sha256:797f8705e9779fbafdbc868ea28922fa5d215b7202ad7b780c4cf657c15da33a";
+
+fn pinned_build(name: &str) -> String {
+    let dir = scratch(name);
+    let env = crate::common::hostile::hello_env(&dir);
+    let cache = dir.join("cache");
+    // A first build from the local channel fills the package cache, so the pinned build downloads nothing.
+    build_json(&dir, &[env.to_str().unwrap(), "-o", "local.oci", "--cache-dir", cache.to_str().unwrap()]);
+    let chan = dir.join("hello-chan").display().to_string();
+    let url = "https://packages.example.invalid/envlayer";
+    let lock = std::fs::read_to_string(dir.join("local.oci.lock")).unwrap().replace(&format!("file://{chan}"), url).replace(&chan, url);
+    assert!(!lock.contains(&dir.display().to_string()), "{lock}");
+    std::fs::write(dir.join("pinned.lock"), lock).unwrap();
+    let pinned = dir.join("pinned.yaml");
+    std::fs::write(&pinned, format!("name: hello\nchannels: [{url}]\ndependencies: [envlayer-hello]\n")).unwrap();
+    let s = build_json_env(
+        &dir,
+        &[pinned.to_str().unwrap(), "--lock", "pinned.lock", "-o", "pinned.oci", "--cache-dir", cache.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(s["work"]["downloaded"], 0);
+    s["manifest_digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_example_image_has_a_pinned_manifest_digest() {
+    let digest = pinned_build("repro-pinned");
+    // Built elsewhere, the same: nothing of the build machine's paths is in the image.
+    assert_eq!(pinned_build("repro-pinned-elsewhere/a/much/longer/path"), digest);
+    assert_eq!(digest, PINNED_MANIFEST, "the image's bytes changed");
 }
