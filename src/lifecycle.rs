@@ -76,6 +76,17 @@ pub enum LifecycleError {
     },
 }
 
+impl LifecycleError {
+    /// The exit code the command line gives for this error: 3 for a miss under `--no-build` (an
+    /// answer scripts test for), 1 for failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Miss { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
 /// Reads the image at `tag`; `None` when it does not exist or is not envlayer's.
 pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff::Timestamp) -> Result<Option<EnvImage>, RegistryError> {
     let (bytes, _, digest) = match registry.get_manifest(&repo.repository, tag).await {

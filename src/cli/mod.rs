@@ -2,7 +2,11 @@
 //! options and results into output (stdout: the result; stderr: progress, warnings, errors).
 
 mod args;
-mod commands;
+mod build;
+mod push;
+mod repo;
+mod resolve;
+mod runtime;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -11,8 +15,6 @@ use std::process::ExitCode;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// Exit code of `resolve --no-build` when no fresh image exists.
-pub const EXIT_MISS: u8 = 3;
 
 #[derive(Parser)]
 #[command(name = "envlayer", version, about = "Build a conda environment into an OCI image, one layer per package")]
@@ -24,15 +26,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build environment.yaml into an OCI image layout directory and/or push it to a registry.
-    Build(commands::BuildArgs),
+    Build(build::BuildArgs),
     /// Push an image from an OCI layout to a registry; prints repo@sha256:...
-    Push(commands::PushArgs),
+    Push(push::PushArgs),
     /// Print a fresh image of the environment (repo@sha256:...), building and pushing one if needed.
-    Resolve(commands::ResolveArgs),
+    Resolve(resolve::ResolveArgs),
     /// List the environment images of a repository.
-    Ls(commands::RepoArgs),
+    Ls(repo::RepoArgs),
     /// Delete the expired environment images of a repository.
-    Prune(commands::PruneArgs),
+    Prune(repo::PruneArgs),
     /// In an image with runtime packages: install them at first start, then run CMD.
     Runtime {
         /// Install and exit (for a Kubernetes init container sharing the prefix through a volume).
@@ -98,18 +100,15 @@ async fn interrupted() -> &'static str {
 
 async fn run(command: Command) -> ExitCode {
     let result = match command {
-        Command::Build(args) => commands::build(args).await,
-        Command::Push(args) => commands::push(args).await,
-        Command::Resolve(args) => match commands::resolve(args).await {
-            Err(e) if e.downcast_ref::<envlayer::lifecycle::LifecycleError>().is_some_and(|l| matches!(l, envlayer::lifecycle::LifecycleError::Miss { .. })) => {
-                eprintln!("{e}");
-                return ExitCode::from(EXIT_MISS);
-            }
-            other => other,
+        Command::Build(args) => build::build(args).await,
+        Command::Push(args) => push::push(args).await,
+        Command::Resolve(args) => match resolve::resolve(args).await {
+            Ok(code) => return code,
+            Err(e) => Err(e),
         },
-        Command::Ls(args) => commands::ls(args).await,
-        Command::Prune(args) => commands::prune(args).await,
-        Command::Runtime { install_only, command } => commands::runtime(install_only, command).await,
+        Command::Ls(args) => repo::ls(args).await,
+        Command::Prune(args) => repo::prune(args).await,
+        Command::Runtime { install_only, command } => runtime::runtime(install_only, command).await,
         Command::ExampleChannel { dir } => envlayer::testkit::write_channel(&dir, envlayer::testkit::example_packages())
             .await
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)

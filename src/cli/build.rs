@@ -1,0 +1,78 @@
+//! `envlayer build`: an environment file into an OCI layout and/or a registry.
+
+use super::args::BuildFlags;
+use super::progress::Bars;
+use super::Result;
+use clap::Args;
+use envlayer::registry::Reference;
+use envlayer::spec::EnvSpec;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    flags: BuildFlags,
+    /// The OCI layout directory to write [default: <name>.oci, or none with --push].
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Push the image to this repository (registry/repo[:tag]); prints repo@sha256:...
+    #[arg(long, value_name = "REF")]
+    push: Option<String>,
+    /// The image's tag inside the layout.
+    #[arg(long, default_value = "latest")]
+    tag: String,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn build(args: BuildArgs) -> Result<()> {
+    let push_ref: Option<Reference> = args.push.as_deref().map(str::parse).transpose()?;
+    let output = match (args.output, &push_ref) {
+        (Some(o), _) => Some(o),
+        (None, Some(_)) => None,
+        (None, None) => Some(PathBuf::from(format!("{}.oci", EnvSpec::from_path(&args.flags.env_file)?.name))),
+    };
+    let mut opts = args.flags.options(output)?;
+    opts.tag = args.tag;
+    let reporter = Bars::new(args.flags.quiet);
+    let built = envlayer::build(&opts, &reporter).await;
+    reporter.clear();
+    let built = built?;
+    let summary = &built.summary;
+    let pushed = match &push_ref {
+        Some(target) => {
+            let registry = envlayer::registry::connect(target, &opts.registry.auth, &opts.registry.client).await?;
+            let mut locations = envlayer::push::BlobLocations::load(&opts.cache_dir, &target.registry);
+            Some(envlayer::push::push_image(&registry, target, &built.image, args.flags.registry.push_jobs, &mut locations).await?)
+        }
+        None => None,
+    };
+    if args.json {
+        let mut v = serde_json::to_value(summary)?;
+        v["push"] = serde_json::to_value(&pushed)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let w = &summary.work;
+    eprintln!(
+        "built {} ({} packages, {} layers; {} packed, {} from cache){}",
+        summary.name,
+        summary.packages.len(),
+        summary.layers.len(),
+        w.compressed,
+        w.cached_layers,
+        summary.output.as_ref().map(|o| format!(" -> {}:{}", o.display(), summary.tag)).unwrap_or_default()
+    );
+    for group in &summary.shared_layers {
+        eprintln!("  shared layer: {}", group.join(", "));
+    }
+    match pushed {
+        Some(p) => {
+            eprintln!("pushed: {} blobs uploaded ({} bytes), {} mounted, {} already there", p.uploaded.len(), p.uploaded_bytes, p.mounted, p.existing);
+            println!("{}", p.reference);
+        }
+        None => println!("{}", summary.manifest_digest),
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! `envlayer push`: an image from an OCI layout to a registry.
+
+use super::args::{default_cache_dir, parse_base, RegistryArgs};
+use super::Result;
+use clap::Args;
+use envlayer::build::BaseRef;
+use envlayer::lifecycle;
+use envlayer::registry::Reference;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The OCI layout (DIR or DIR:TAG).
+    layout: String,
+    /// Where to push: registry/repo[:tag].
+    reference: String,
+    /// Print a machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Where envlayer remembers which repositories hold which blobs [default: as for build].
+    #[arg(long, env = "ENVLAYER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub async fn push(args: PushArgs) -> Result<()> {
+    let target: Reference = args.reference.parse()?;
+    let (dir, tag) = match parse_base(&args.layout)? {
+        BaseRef::Layout { layout, tag } => (layout, tag),
+        BaseRef::Registry(_) => return Err(format!("{} is not an OCI layout on disk", args.layout).into()),
+    };
+    let settings = args.registry.settings();
+    let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
+    let report = lifecycle::push_layout(&dir, tag.as_deref(), &target, &settings, &cache, args.registry.push_jobs).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!("pushed: {} blobs uploaded ({} bytes), {} mounted, {} already there", report.uploaded.len(), report.uploaded_bytes, report.mounted, report.existing);
+        println!("{}", report.reference);
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! `envlayer resolve`: a fresh image of an environment, built and pushed if needed.
+
+use super::args::BuildFlags;
+use super::progress::Bars;
+use super::Result;
+use clap::{Args, ValueEnum};
+use envlayer::lifecycle;
+use envlayer::registry::Reference;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// repo@sha256:...
+    Ref,
+    /// Everything, as JSON.
+    Json,
+    /// A Kubernetes container snippet.
+    K8s,
+}
+
+#[derive(Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    flags: BuildFlags,
+    /// The repository environment images live in (registry/repo).
+    #[arg(long)]
+    repo: String,
+    /// Build (and solve) again even if a fresh image exists.
+    #[arg(long)]
+    refresh: bool,
+    /// Only look: exit with code 3 when there is no fresh image.
+    #[arg(long)]
+    no_build: bool,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "ref")]
+    format: Format,
+}
+
+pub async fn resolve(args: ResolveArgs) -> Result<ExitCode> {
+    let repo: Reference = args.repo.parse()?;
+    if repo.tag.is_some() || repo.digest.is_some() {
+        return Err(format!("--repo {}: name a repository, without a tag (envlayer tags images <name>-<hash>)", args.repo).into());
+    }
+    let opts = args.flags.options(None)?;
+    let reporter = Bars::new(args.flags.quiet || !matches!(args.format, Format::Ref));
+    let resolved = lifecycle::resolve(&opts, &repo, args.refresh, args.no_build, args.flags.registry.push_jobs, &reporter).await;
+    reporter.clear();
+    let resolved = match resolved {
+        // A miss under --no-build is an answer, not a failure: its own exit code.
+        Err(e) if e.exit_code() != 1 => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(e.exit_code()));
+        }
+        other => other?,
+    };
+    match args.format {
+        Format::Ref => println!("{}", resolved.reference),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&resolved)?),
+        Format::K8s => print!("{}", envlayer::lifecycle::k8s_container(&resolved)?),
+    }
+    if !resolved.hit {
+        eprintln!("built and pushed {} ({})", resolved.image.tag, resolved.reference);
+    }
+    Ok(ExitCode::SUCCESS)
+}
