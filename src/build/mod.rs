@@ -171,15 +171,6 @@ pub enum BuildError {
     /// Installing a package.
     #[error(transparent)]
     Install(#[from] crate::install::InstallError),
-    /// Packing a layer.
-    #[error("cannot pack the layer of {packages}")]
-    Pack {
-        /// The packages of the layer.
-        packages: String,
-        /// The cause.
-        #[source]
-        source: envlayer_layers::PackError,
-    },
     /// The layer cache.
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
