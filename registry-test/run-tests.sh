@@ -26,6 +26,11 @@ fi
 # Lints first: clippy on every target, warnings are errors (the library may not print: see Cargo.toml).
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The library without the CLI feature: it must build, and pull in no command-line crate.
+cargo check -p envlayer --lib --no-default-features --locked
+if cargo tree -p envlayer --no-default-features -e normal --locked | grep -E ' (clap|indicatif|tracing-subscriber) v'; then
+  echo "the envlayer library depends on a command-line crate (above)" >&2; exit 1
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -64,6 +64,23 @@ pub enum LifecycleError {
     /// Building.
     #[error(transparent)]
     Build(#[from] build::BuildError),
+    /// A resolved environment's name breaks the platform's naming rule.
+    #[error("environment name {name:?}: {reason}")]
+    Name {
+        /// The name, escaped for printing.
+        name: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// A resolved reference that is not `registry/repository@sha256:...`.
+    #[error("{reference:?} is not a reference by digest")]
+    NotPinned {
+        /// The reference, escaped for printing.
+        reference: String,
+    },
+    /// The Kubernetes YAML could not be written.
+    #[error("cannot write the container entry as YAML")]
+    Yaml(#[source] serde_yaml::Error),
     /// `--no-build` and no fresh image.
     #[error("no fresh image of environment {name} in {repo} (tag {tag}) and --no-build was given")]
     Miss {
@@ -186,7 +203,10 @@ pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, 
         let mut done = std::collections::BTreeSet::new();
         for img in &expired {
             if done.insert(img.digest.clone()) {
-                let digest: Digest = img.digest.parse().map_err(|_| RegistryError::Invalid(format!("bad digest {}", img.digest)))?;
+                let digest: Digest = img
+                    .digest
+                    .parse()
+                    .map_err(|source| RegistryError::BadDigest { subject: format!("{}: {}:{}", registry.host(), repo.repository, img.tag), source })?;
                 registry.delete_manifest(&repo.repository, &digest).await?;
             }
         }
@@ -266,17 +286,18 @@ pub async fn resolve(
     timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);
     let img = inspect(&registry, repo, &tag, opts.now)
         .await?
-        .ok_or_else(|| RegistryError::Invalid(format!("{repo}:{tag} is missing right after the push")))?;
+        .ok_or_else(|| RegistryError::Vanished { registry: registry.host().to_string(), reference: format!("{}:{tag}", repo.repository) })?;
     Ok(Resolved { name: spec.name, reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), push: Some(push), timings_ms: timings })
 }
 
 /// A Kubernetes container entry for the resolved image (a YAML list of one), written by a serializer:
 /// `name` is the environment's checked name, `image` a parsed `registry/repo@sha256:...` reference.
 pub fn k8s_container(resolved: &Resolved) -> Result<String, LifecycleError> {
-    crate::spec::check_name(&resolved.name).map_err(RegistryError::Invalid)?;
-    let reference: Reference = resolved.reference.parse().map_err(|e| RegistryError::Invalid(format!("{e}")))?;
+    let not_pinned = || LifecycleError::NotPinned { reference: crate::net::escape(&resolved.reference) };
+    crate::spec::check_name(&resolved.name).map_err(|reason| LifecycleError::Name { name: crate::net::escape(&resolved.name), reason })?;
+    let reference: Reference = resolved.reference.parse().map_err(|_| not_pinned())?;
     if reference.digest.is_none() || reference.tag.is_some() {
-        return Err(RegistryError::Invalid(format!("{} is not a reference by digest", crate::net::escape(&resolved.reference))).into());
+        return Err(not_pinned());
     }
     #[derive(serde::Serialize)]
     struct Container<'a> {
@@ -284,7 +305,7 @@ pub fn k8s_container(resolved: &Resolved) -> Result<String, LifecycleError> {
         image: String,
     }
     serde_yaml::to_string(&[Container { name: &resolved.name, image: reference.to_string() }])
-        .map_err(|e| RegistryError::Invalid(format!("YAML: {e}")).into())
+        .map_err(LifecycleError::Yaml)
 }
 
 /// `envlayer push`: pushes the image `tag` (or the only image) of the OCI layout `dir` to `target`. A

@@ -54,14 +54,31 @@ pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 /// Label and annotation keys that only envlayer sets: its own (`io.envlayer.*`) and the TTL label Quay
 /// honours. A user (or an environment file) that set them could make an image look like another
 /// environment's, or expire someone else's tag.
-pub fn check_user_key(key: &str) -> Result<(), String> {
+pub fn check_user_key(key: &str) -> Result<(), KeyError> {
     if crate::keys::is_reserved(key) {
-        return Err(format!("{key:?} is reserved for envlayer (io.envlayer.* and quay.expires-after are set by envlayer itself; use --ttl for expiry)"));
+        return Err(KeyError::Reserved { key: key.to_string() });
     }
     if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("{:?} is not a valid label or annotation key", crate::net::escape(key)));
+        return Err(KeyError::Malformed { key: crate::net::escape(key) });
     }
     Ok(())
+}
+
+/// Why a label or annotation key from the user is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key is one envlayer sets itself.
+    #[error("{key:?} is reserved for envlayer (io.envlayer.* and quay.expires-after are set by envlayer itself; use --ttl for expiry)")]
+    Reserved {
+        /// The key.
+        key: String,
+    },
+    /// The key is empty, too long, or has whitespace or control characters.
+    #[error("{key:?} is not a valid label or annotation key")]
+    Malformed {
+        /// The key, escaped for printing.
+        key: String,
+    },
 }
 
 /// Checks the platform's rule for environment names: 2-63 characters of lowercase letters, digits and

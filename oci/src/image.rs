@@ -87,6 +87,28 @@ pub enum ImageError {
     Blob(#[from] BlobError),
 }
 
+/// Why a manifest's layer entry is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The digest is malformed or not sha256.
+    #[error("a layer's digest: {0}")]
+    Digest(#[source] envlayer_layers::DigestParseError),
+    /// No size.
+    #[error("layer {digest} has no size")]
+    NoSize {
+        /// The layer.
+        digest: Digest,
+    },
+    /// A media type envlayer does not push or unpack.
+    #[error("layer {digest} has media type {media_type:?}, which envlayer does not accept")]
+    MediaType {
+        /// The layer.
+        digest: Digest,
+        /// The media type, escaped for printing.
+        media_type: String,
+    },
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.to_path_buf(), source }
 }
@@ -106,11 +128,12 @@ pub fn layer_media_type(media_type: &str) -> Option<&'static str> {
 
 /// A base layer's descriptor as envlayer writes it: media type, digest and size only, from values it
 /// parsed and checked (never copied whole: `urls` pointing elsewhere and foreign annotations are dropped).
-pub fn layer_descriptor(l: &serde_json::Value) -> Result<(serde_json::Value, Digest, u64), String> {
-    let digest: Digest = l["digest"].as_str().unwrap_or_default().parse().map_err(|e| format!("a layer's digest: {e}"))?;
-    let size = l["size"].as_u64().ok_or_else(|| format!("layer {digest} has no size"))?;
+pub fn layer_descriptor(l: &serde_json::Value) -> Result<(serde_json::Value, Digest, u64), LayerError> {
+    let digest: Digest = l["digest"].as_str().unwrap_or_default().parse().map_err(LayerError::Digest)?;
+    let size = l["size"].as_u64().ok_or_else(|| LayerError::NoSize { digest: digest.clone() })?;
     let given = l["mediaType"].as_str().unwrap_or_default();
-    let media_type = layer_media_type(given).ok_or_else(|| format!("layer {digest} has media type {:?}, which envlayer does not accept", crate::net::escape(given)))?;
+    let media_type =
+        layer_media_type(given).ok_or_else(|| LayerError::MediaType { digest: digest.clone(), media_type: crate::net::escape(given) })?;
     Ok((serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": size}), digest, size))
 }
 
@@ -166,7 +189,7 @@ pub fn read_layout_image(dir: &Path, reference: Option<&str>) -> Result<Image, I
         .ok_or_else(|| bad("manifest has no layers".into()))?
         .iter()
         .map(|l| {
-            let (descriptor, digest, _) = layer_descriptor(l).map_err(bad)?;
+            let (descriptor, digest, _) = layer_descriptor(l).map_err(|e| bad(e.to_string()))?;
             let path = dir.join("blobs").join("sha256").join(digest.hex());
             Ok(Blob { descriptor, path, digest, remote: None, verified: false })
         })

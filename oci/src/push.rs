@@ -4,6 +4,7 @@
 //! manifest last, so a tag never names an incomplete image.
 
 use crate::image::Image;
+use crate::net::escape;
 use crate::registry::{Mount, Reference, Registry, RegistryError};
 use envlayer_layers::Digest;
 use futures::StreamExt;
@@ -126,7 +127,7 @@ pub async fn push_image(
                     let (path, digest) = (blob.path.clone(), blob.digest.clone());
                     tokio::task::spawn_blocking(move || verify_blob_file(&path, &digest))
                         .await
-                        .map_err(|e| RegistryError::Invalid(e.to_string()))??;
+                        .map_err(|source| RegistryError::Task { what: format!("checking blob {}", blob.digest), source })??;
                 }
                 registry.upload_blob_file(repo, &blob.digest, &blob.path, session).await?;
             } else if let Some(remote) = &blob.remote {
@@ -143,16 +144,19 @@ pub async fn push_image(
                 let from: &Registry = if remote.registry == registry.host() {
                     registry
                 } else {
-                    let r: Reference = format!("{}/{}", remote.registry, remote.repository)
-                        .parse()
-                        .map_err(|e| RegistryError::Invalid(format!("{e}")))?;
+                    let text = format!("{}/{}", remote.registry, remote.repository);
+                    let r: Reference = text.parse().map_err(|_| RegistryError::BadReference {
+                        registry: remote.registry.clone(),
+                        what: format!("copying blob {}", blob.digest),
+                        reference: escape(&text),
+                    })?;
                     source_registry = crate::registry::connect(&r, &crate::registry::AuthSources::from_env(), &Default::default()).await?;
                     &source_registry
                 };
                 from.download_blob(&remote.repository, &blob.digest, size, &file, tmp.path()).await?;
                 registry.upload_blob_file(repo, &blob.digest, &file, session).await?;
             } else {
-                return Err(RegistryError::Invalid(format!("blob {} is neither on disk nor in a known repository", blob.digest)));
+                return Err(RegistryError::BlobNowhere { digest: blob.digest.clone() });
             }
             if let Ok(mut u) = uploaded.lock() {
                 u.push(blob.digest.to_string());
@@ -210,7 +214,7 @@ fn verify_blob_file(path: &std::path::Path, digest: &Digest) -> Result<(), Regis
     std::io::copy(&mut file, &mut w).map_err(io)?;
     let (_, actual, _) = w.finish();
     if &actual != digest {
-        return Err(RegistryError::Invalid(format!("{}: the blob's bytes have digest {actual}, not {digest}; refusing to push it", path.display())));
+        return Err(RegistryError::DigestMismatch { subject: format!("blob file {}", path.display()), expected: digest.clone(), actual });
     }
     Ok(())
 }

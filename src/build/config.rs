@@ -116,7 +116,7 @@ impl Config<'_> {
             let start: jiff::Timestamp = manifest_created.parse().unwrap_or(opts.now);
             let expires = start
                 .checked_add(jiff::SignedDuration::from_secs(ttl.as_secs() as i64))
-                .map_err(|e| BuildError::Options(format!("--ttl: {e}")))?;
+                .map_err(|source| BuildError::Ttl { seconds: ttl.as_secs(), source })?;
             annotations.insert(keys::ANNOTATION_EXPIRES.to_string(), expires.to_string());
         }
         let entrypoint = (!self.runtime_names.is_empty()).then(crate::runtime_install::entrypoint);

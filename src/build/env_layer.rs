@@ -56,7 +56,7 @@ pub async fn build(
         for &i in runtime {
             let file = rt_records[i].identifier.to_file_name();
             rt_records[i].url = url::Url::parse(&format!("file://{}/pkgs/{file}", crate::runtime_install::RUNTIME_DIR))
-                .map_err(|e| BuildError::Options(format!("runtime package URL: {e}")))?;
+                .map_err(|source| BuildError::RuntimeUrl { package: file.clone(), source })?;
         }
         lock_of(rt_records, opts, inputs, cache)?
     } else {
@@ -89,7 +89,7 @@ pub async fn build(
                 let installer = opts
                     .runtime_installer
                     .clone()
-                    .ok_or_else(|| BuildError::Options("runtime install needs envlayer's own binary as the installer".into()))?;
+                    .ok_or(BuildError::NoInstaller)?;
                 let rt = tmp.path().join("runtime");
                 crate::runtime_install::write_runtime_dir(&rt, &installer, &runtime_lock_text, &inputs.spec.name, prefix, &runtime_names)
                     .map_err(io_err(&rt))?;

@@ -34,12 +34,12 @@ impl Inputs {
         let spec = EnvSpec::from_path(&opts.env_file)?;
         let prefix = opts.prefix.clone().unwrap_or_else(|| format!("/opt/conda/envs/{}", spec.name));
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') || prefix.contains("/../") || prefix.contains("//") {
-            return Err(BuildError::Options(format!("--prefix {prefix:?} must be an absolute path like /opt/conda/envs/NAME")));
+            return Err(BuildError::Prefix { prefix });
         }
         let os_arch = oci_platform(opts.platform)?;
         for (kind, map) in [("--label", &opts.labels), ("--annotation", &opts.annotations)] {
             for key in map.keys() {
-                crate::spec::check_user_key(key).map_err(|e| BuildError::Options(format!("{kind} {e}")))?;
+                crate::spec::check_user_key(key).map_err(|source| BuildError::Key { flag: kind, source })?;
             }
         }
         let channels = crate::solve::channel_urls(&spec.channels, &spec.root_dir)?;
@@ -62,7 +62,7 @@ pub fn oci_platform(platform: Subdir) -> Result<(String, String, Option<String>)
         "linux-ppc64le" => ("ppc64le", None),
         "linux-s390x" => ("s390x", None),
         "linux-armv7l" => ("arm", Some("v7")),
-        other => return Err(BuildError::Options(format!("platform {other}: envlayer builds Linux images only"))),
+        other => return Err(BuildError::Platform { platform: other.to_string() }),
     };
     Ok(("linux".into(), arch.into(), variant.map(String::from)))
 }

@@ -183,9 +183,85 @@ pub enum BuildError {
     /// Reading a base image from a registry.
     #[error("base image")]
     Registry(#[from] crate::registry::RegistryError),
-    /// The options do not make sense together.
-    #[error("{0}")]
-    Options(String),
+    /// `--prefix` is not a normal absolute path.
+    #[error("--prefix {prefix:?} must be an absolute path like /opt/conda/envs/NAME")]
+    Prefix {
+        /// The prefix given.
+        prefix: String,
+    },
+    /// A `--label` or `--annotation` key is reserved or malformed.
+    #[error("{flag}")]
+    Key {
+        /// `--label` or `--annotation`.
+        flag: &'static str,
+        /// What is wrong with the key.
+        #[source]
+        source: crate::spec::KeyError,
+    },
+    /// The target platform is not one envlayer builds.
+    #[error("platform {platform}: envlayer builds Linux images only")]
+    Platform {
+        /// The conda subdir asked for.
+        platform: String,
+    },
+    /// `--max-layers` leaves no room for the environment on top of the base.
+    #[error("--max-layers {max_layers} leaves no room: the base has {base_layers} layers, and the environment needs at least 2")]
+    MaxLayers {
+        /// The option's value.
+        max_layers: usize,
+        /// The base image's layers.
+        base_layers: usize,
+    },
+    /// `--link-scripts fail`, and packages have link scripts.
+    #[error("--link-scripts fail: these packages have link scripts that cannot run in an image build: {}", .packages.join("; "))]
+    LinkScripts {
+        /// `name-version-build (script, ...)` per package.
+        packages: Vec<String>,
+    },
+    /// `--ttl` puts the expiry beyond the calendar.
+    #[error("--ttl {seconds}s: the expiry time is out of range")]
+    Ttl {
+        /// The TTL.
+        seconds: u64,
+        /// The cause.
+        #[source]
+        source: jiff::Error,
+    },
+    /// The python package's version says nothing envlayer can use.
+    #[error("cannot tell the python version and site-packages of {package}: {reason}")]
+    PythonVersion {
+        /// `name-version-build` of the python package.
+        package: String,
+        /// What rattler said (its error type is not public).
+        reason: String,
+    },
+    /// A `noarch: python` package in an environment without python.
+    #[error("{package} is a noarch: python package but the environment has no python")]
+    NoPython {
+        /// `name-version-build` of the package.
+        package: String,
+    },
+    /// A package's URL inside the runtime folder could not be formed.
+    #[error("cannot form the runtime URL of {package}")]
+    RuntimeUrl {
+        /// The package's file name.
+        package: String,
+        /// The cause.
+        #[source]
+        source: url::ParseError,
+    },
+    /// Packages must install at container start, but no installer binary was given.
+    #[error("packages that install at container start need envlayer's own binary as the installer, and none was given (BuildOptions::runtime_installer)")]
+    NoInstaller,
+    /// A blocking task panicked or was cancelled.
+    #[error("{what}: the worker task failed")]
+    Task {
+        /// What the task did.
+        what: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// An I/O error on the output.
     #[error("{path}")]
     Io {
@@ -240,10 +316,7 @@ pub async fn prepare(opts: &BuildOptions) -> Result<Prepared, BuildError> {
     let base = base::read(opts, &inputs.os_arch).await?;
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
     if opts.max_layers < base_layers + 2 {
-        return Err(BuildError::Options(format!(
-            "--max-layers {} leaves no room: the base has {base_layers} layers, and the environment needs at least 2",
-            opts.max_layers
-        )));
+        return Err(BuildError::MaxLayers { max_layers: opts.max_layers, base_layers });
     }
     Ok(Prepared { inputs, base })
 }

@@ -131,7 +131,7 @@ impl<'a> Baker<'a> {
                     let (st, paths, d) = (stage.clone(), facts.paths.clone(), facts.dist.clone());
                     let added = tokio::task::spawn_blocking(move || compiler.compile(&st, &paths, &d))
                         .await
-                        .map_err(|e| BuildError::Options(format!("compiling .pyc: {e}")))??;
+                        .map_err(|source| BuildError::Task { what: format!("compiling the .pyc files of {}", dist(record)), source })??;
                     facts.files += added.len();
                     facts.paths.extend(added);
                 }

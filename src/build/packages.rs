@@ -40,12 +40,14 @@ pub fn python(records: &[RepoDataRecord], platform: rattler_conda_types::Subdir)
     let python = records
         .iter()
         .find(|r| r.package_record.name.as_normalized() == "python")
-        .map(|r| rattler::install::PythonInfo::from_python_record(&r.package_record, platform))
-        .transpose()
-        .map_err(|e| BuildError::Options(format!("the environment's python: {e}")))?;
+        .map(|r| {
+            rattler::install::PythonInfo::from_python_record(&r.package_record, platform)
+                .map_err(|e| BuildError::PythonVersion { package: dist_name(r), reason: e.to_string() })
+        })
+        .transpose()?;
     if python.is_none() {
         if let Some(r) = records.iter().find(|r| r.package_record.noarch.is_python()) {
-            return Err(BuildError::Options(format!("{} is a noarch: python package but the environment has no python", dist_name(r))));
+            return Err(BuildError::NoPython { package: dist_name(r) });
         }
     }
     Ok(python)

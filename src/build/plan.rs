@@ -63,11 +63,8 @@ pub async fn plan(
     let runtime: Vec<bool> = match (inputs.install_mode, opts.link_scripts) {
         (InstallMode::Runtime, _) => vec![true; records.len()],
         (_, LinkScriptPolicy::Fail) if !link_scripts.is_empty() => {
-            let list: Vec<String> = link_scripts.iter().map(|(p, s)| format!("{p} ({})", s.join(", "))).collect();
-            return Err(BuildError::Options(format!(
-                "--link-scripts fail: these packages have link scripts that cannot run in an image build: {}",
-                list.join("; ")
-            )));
+            let packages = link_scripts.iter().map(|(p, s)| format!("{p} ({})", s.join(", "))).collect();
+            return Err(BuildError::LinkScripts { packages });
         }
         (_, LinkScriptPolicy::Ignore) => {
             for (p, s) in &link_scripts {

@@ -22,30 +22,38 @@ pub async fn connect(reference: &Reference, sources: &AuthSources, options: &Cli
 /// the manifest for `os`/`architecture`, whose digest is checked: a base pinned by digest cannot be
 /// swapped through an index entry.
 pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, architecture: &str) -> Result<BaseImage, RegistryError> {
-    let bad = |what: String| RegistryError::Invalid(format!("base {reference}: {what}"));
+    let json = |source| RegistryError::BadJson { registry: registry.host().to_string(), what: format!("base {reference}: manifest"), source };
+    let digest_of = |part: &str| {
+        let part = format!("base {reference}: {part}");
+        move |source| RegistryError::BadDigest { subject: part, source }
+    };
     let (mut bytes, media_type, mut digest) = registry.get_manifest(&reference.repository, &reference.target()).await?;
-    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
+    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(json)?;
     if media_type.contains("index") || media_type.contains("manifest.list") || manifest["manifests"].is_array() {
         let entry = manifest["manifests"]
             .as_array()
             .and_then(|m| {
                 m.iter().find(|e| e["platform"]["os"] == os && e["platform"]["architecture"] == architecture)
             })
-            .ok_or_else(|| bad(format!("the index has no {os}/{architecture} image")))?;
-        let d: Digest = entry["digest"].as_str().unwrap_or_default().parse().map_err(|e| bad(format!("the index entry for {os}/{architecture}: {e}")))?;
+            .ok_or_else(|| RegistryError::NoPlatform { reference: reference.to_string(), platform: format!("{os}/{architecture}") })?;
+        let d: Digest = entry["digest"].as_str().unwrap_or_default().parse().map_err(digest_of(&format!("the index entry for {os}/{architecture}")))?;
         (bytes, _, digest) = registry.get_manifest(&reference.repository, &d.to_string()).await?;
-        manifest = serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
+        manifest = serde_json::from_slice(&bytes).map_err(json)?;
     }
     let origin = format!("{}/{}@{digest}", registry.host(), reference.repository);
-    let config_digest: Digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(|e| bad(format!("the config: {e}")))?;
+    let config_digest: Digest = manifest["config"]["digest"].as_str().unwrap_or_default().parse().map_err(digest_of("the config"))?;
     let config_bytes = registry.get_blob_bytes(&reference.repository, &config_digest).await?;
-    let config = serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("config is not JSON: {e}")))?;
+    let config = serde_json::from_slice(&config_bytes).map_err(|source| RegistryError::BadJson {
+        registry: registry.host().to_string(),
+        what: format!("base {reference}: config"),
+        source,
+    })?;
     let layers = manifest["layers"]
         .as_array()
-        .ok_or_else(|| bad("manifest has no layers".into()))?
+        .ok_or_else(|| RegistryError::NoLayers { image: reference.to_string() })?
         .iter()
         .map(|l| {
-            let (descriptor, digest, _) = crate::image::layer_descriptor(l).map_err(bad)?;
+            let (descriptor, digest, _) = crate::image::layer_descriptor(l).map_err(|source| RegistryError::Layer { image: reference.to_string(), source })?;
             Ok(Blob {
                 descriptor,
                 path: std::path::PathBuf::new(),

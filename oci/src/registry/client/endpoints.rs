@@ -57,19 +57,26 @@ impl Registry {
             .headers()
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::Invalid(format!("{}: {what}: 202 without a Location", self.host)))?;
+            .ok_or_else(|| RegistryError::NoLocation { registry: self.host.clone(), what: what.to_string() })?;
         let url = resp
             .url()
             .join(loc)
-            .map_err(|e| RegistryError::Invalid(format!("{}: {what}: bad Location {:?}: {e}", self.host, escape(loc))))?;
+            .map_err(|source| RegistryError::BadUrlHeader {
+                registry: self.host.clone(),
+                what: what.to_string(),
+                header: "Location",
+                value: escape(loc),
+                source,
+            })?;
         match url.scheme() {
             "https" => Ok(url),
             "http" if self.base.scheme() == "http" => Ok(url),
-            _ => Err(RegistryError::Invalid(format!(
-                "{}: {what}: refusing the upload Location {:?} (an HTTPS registry may not send uploads to another scheme)",
-                self.host,
-                escape(loc)
-            ))),
+            _ => Err(RegistryError::Refused {
+                registry: self.host.clone(),
+                what: what.to_string(),
+                to: escape(loc),
+                why: "an HTTPS registry may not send uploads to another scheme",
+            }),
         }
     }
 
@@ -199,7 +206,11 @@ impl Registry {
         let (buf, actual, _) = w.finish();
         let tmp = buf.into_inner().map_err(|e| io(e.into_error()))?;
         if &actual != digest {
-            return Err(RegistryError::Invalid(format!("{}: blob {digest} from {repository} has digest {actual}", self.host)));
+            return Err(RegistryError::DigestMismatch {
+                subject: format!("{}: blob {digest} from {repository}", self.host),
+                expected: digest.clone(),
+                actual,
+            });
         }
         tmp.persist(dest).map_err(|e| io(e.error))?;
         Ok(())
@@ -211,10 +222,10 @@ impl Registry {
         let what = format!("GET manifest {repository}:{reference}");
         // A reference is a tag or a digest, never a path: both grammars leave no '/' or '..'.
         let expected = if reference.contains(':') {
-            Some(reference.parse::<Digest>().map_err(|e| RegistryError::Invalid(format!("{}: {what}: {e}", self.host)))?)
+            Some(reference.parse::<Digest>().map_err(|source| RegistryError::BadDigest { subject: format!("{}: {what}", self.host), source })?)
         } else {
             if !crate::registry::reference::is_tag(reference) {
-                return Err(RegistryError::Invalid(format!("{}: {what}: not a valid tag", self.host)));
+                return Err(RegistryError::BadReference { registry: self.host.clone(), what, reference: escape(reference) });
             }
             None
         };
@@ -233,7 +244,11 @@ impl Registry {
         let digest = Digest::of(&bytes);
         if let Some(expected) = expected {
             if expected != digest {
-                return Err(RegistryError::Invalid(format!("{}: manifest {reference} has digest {digest}", self.host)));
+                return Err(RegistryError::DigestMismatch {
+                    subject: format!("{}: manifest {repository}@{expected}", self.host),
+                    expected,
+                    actual: digest,
+                });
             }
         }
         Ok((bytes, media_type, digest))
@@ -244,7 +259,11 @@ impl Registry {
         let (what, resp) = self.get_blob(repository, digest).await?;
         let bytes = net::read_capped(resp, net::MAX_MANIFEST_BYTES).await.map_err(|e| self.read_error(&what, e))?;
         if &Digest::of(&bytes) != digest {
-            return Err(RegistryError::Invalid(format!("{}: blob {digest} does not match its digest", self.host)));
+            return Err(RegistryError::DigestMismatch {
+                subject: format!("{}: blob {repository}@{digest}", self.host),
+                expected: digest.clone(),
+                actual: Digest::of(&bytes),
+            });
         }
         Ok(bytes)
     }
@@ -297,7 +316,7 @@ impl Registry {
                 .and_then(|l| l.split(';').next())
                 .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>').to_string());
             let body = net::read_capped(resp, net::MAX_TAG_PAGE_BYTES).await.map_err(|e| self.read_error(&what, e))?;
-            let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid(format!("{}: {what}: {e}", self.host)))?;
+            let body: serde_json::Value = serde_json::from_slice(&body).map_err(|source| RegistryError::BadJson { registry: self.host.clone(), what: what.clone(), source })?;
             for t in body["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()) {
                 if crate::registry::reference::is_tag(t) {
                     tags.push(t.to_string());
@@ -307,13 +326,20 @@ impl Registry {
             }
             match next {
                 Some(n) => {
-                    let next = self.base.join(&n).map_err(|e| RegistryError::Invalid(format!("{}: bad Link {:?}: {e}", self.host, escape(&n))))?;
+                    let next = self.base.join(&n).map_err(|source| RegistryError::BadUrlHeader {
+                        registry: self.host.clone(),
+                        what: what.clone(),
+                        header: "Link",
+                        value: escape(&n),
+                        source,
+                    })?;
                     if !same_origin(&next, &self.base) {
-                        return Err(RegistryError::Invalid(format!(
-                            "{}: {what}: the next page is on another host ({}); refusing to follow it",
-                            self.host,
-                            escape(&origin(&next))
-                        )));
+                        return Err(RegistryError::Refused {
+                            registry: self.host.clone(),
+                            what,
+                            to: escape(&origin(&next)),
+                            why: "the next page of tags is on another host",
+                        });
                     }
                     url = next;
                 }

@@ -71,9 +71,159 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    /// The client could not be set up (a bad CA file, say) or an answer made no sense.
-    #[error("{0}")]
-    Invalid(String),
+    /// A CA file has no usable certificate.
+    #[error("cannot read the CA certificates in {path}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// A registry host that cannot be part of a URL.
+    #[error("{host:?} is not a registry host")]
+    Host {
+        /// The host, escaped for printing.
+        host: String,
+        /// The cause.
+        #[source]
+        source: url::ParseError,
+    },
+    /// A request could not be formed.
+    #[error("{registry}: {what}: cannot form the request")]
+    Request {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A reference or tag that is not valid (from the caller or from an answer).
+    #[error("{registry}: {what}: {reference:?} is not a valid tag or digest")]
+    BadReference {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// The reference, escaped for printing.
+        reference: String,
+    },
+    /// A digest in an answer or a reference is malformed or not sha256.
+    #[error("{subject}: bad digest")]
+    BadDigest {
+        /// Whose digest (the registry and the object).
+        subject: String,
+        /// The cause.
+        #[source]
+        source: envlayer_layers::DigestParseError,
+    },
+    /// Bytes did not have the digest they were asked for by, or sent under.
+    #[error("{subject} has digest {actual}, not {expected}; refusing it")]
+    DigestMismatch {
+        /// The object: `registry: blob sha256:...`, or a file.
+        subject: String,
+        /// The digest asked for.
+        expected: envlayer_layers::Digest,
+        /// The digest of the bytes.
+        actual: envlayer_layers::Digest,
+    },
+    /// An answer's body is not the JSON it should be.
+    #[error("{registry}: {what}: the answer is not valid JSON of its kind")]
+    BadJson {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An upload session was opened without a `Location` to send to.
+    #[error("{registry}: {what}: the registry answered 202 without a Location")]
+    NoLocation {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+    },
+    /// A `Location` or `Link` that is not a URL.
+    #[error("{registry}: {what}: {header} {value:?} is not a URL")]
+    BadUrlHeader {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// `Location` or `Link`.
+        header: &'static str,
+        /// The header's value, escaped for printing.
+        value: String,
+        /// The cause.
+        #[source]
+        source: url::ParseError,
+    },
+    /// A redirect, upload location or next page that would leave the registry's scheme or origin.
+    #[error("{registry}: {what}: refusing to follow the registry to {to} ({why})")]
+    Refused {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// Where the answer pointed, escaped.
+        to: String,
+        /// Why: `HTTPS to plain HTTP`, `another host`.
+        why: &'static str,
+    },
+    /// An image index without an image for the platform.
+    #[error("{reference}: the index has no {platform} image")]
+    NoPlatform {
+        /// The image.
+        reference: String,
+        /// `os/architecture`.
+        platform: String,
+    },
+    /// A manifest without a `layers` list.
+    #[error("{image}: the manifest has no layers")]
+    NoLayers {
+        /// The image.
+        image: String,
+    },
+    /// A manifest's layer entry is refused.
+    #[error("{image}")]
+    Layer {
+        /// The image.
+        image: String,
+        /// What is wrong with the entry.
+        #[source]
+        source: crate::image::LayerError,
+    },
+    /// A blob to push is neither on disk nor in a repository it can be copied from.
+    #[error("blob {digest} is neither on disk nor in a known repository")]
+    BlobNowhere {
+        /// The blob.
+        digest: envlayer_layers::Digest,
+    },
+    /// A manifest just pushed cannot be read back.
+    #[error("{registry}: {reference} is missing right after the push")]
+    Vanished {
+        /// The registry.
+        registry: String,
+        /// `repository:tag`.
+        reference: String,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("{what}: the worker task failed")]
+    Task {
+        /// What the task did.
+        what: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Reading credentials failed.
     #[error(transparent)]
     Auth(#[from] crate::registry::auth::AuthError),

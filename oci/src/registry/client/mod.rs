@@ -107,7 +107,7 @@ impl Registry {
             let pem = std::fs::read(path).map_err(|source| RegistryError::Io { path: path.clone(), source })?;
             certs.extend(
                 reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| RegistryError::Invalid(format!("CA file {}: {e}", path.display())))?,
+                    .map_err(|source| RegistryError::CaFile { path: path.clone(), source })?,
             );
         }
         // Loopback is decided from the address: a literal, or a name whose every address is loopback, to
@@ -126,12 +126,12 @@ impl Registry {
             if let Some(addrs) = &pinned {
                 b = b.resolve_to_addrs(name, addrs);
             }
-            b.build().map_err(|e| RegistryError::Invalid(format!("HTTP client: {e}")))
+            b.build().map_err(RegistryError::Client)
         };
         let http = build(true)?;
         let upload_http = build(false)?;
         let may_http = loopback || options.insecure.iter().any(|i| i == host);
-        let https = Url::parse(&format!("https://{host}/")).map_err(|e| RegistryError::Invalid(format!("registry {}: {e}", escape(host))))?;
+        let https = Url::parse(&format!("https://{host}/")).map_err(|source| RegistryError::Host { host: escape(host), source })?;
         let mut base = https.clone();
         if may_http {
             // Docker's rule for insecure registries: HTTPS first, plain HTTP when HTTPS cannot connect.
@@ -234,10 +234,15 @@ impl Registry {
         loop {
             attempt += 1;
             let (client, req) = make(client)?.build_split();
-            let mut req = req.map_err(|e| RegistryError::Invalid(format!("{}: {what}: {e}", self.host)))?;
+            let mut req = req.map_err(|source| RegistryError::Request { registry: self.host.clone(), what: what.to_string(), source })?;
             let url = req.url().clone();
             if url.scheme() == "http" && self.base.scheme() == "https" {
-                return Err(RegistryError::Invalid(format!("{}: {what}: refusing to follow the registry from HTTPS to {}", self.host, escape(url.as_str()))));
+                return Err(RegistryError::Refused {
+                    registry: self.host.clone(),
+                    what: what.to_string(),
+                    to: escape(url.as_str()),
+                    why: "HTTPS to plain HTTP",
+                });
             }
             self.authorize(&mut req, &key);
             let sent = match progress {
