@@ -17,6 +17,7 @@ pub mod keys;
 pub mod link_scripts;
 pub mod lifecycle;
 pub mod pyc;
+pub mod pypi;
 pub mod runtime_install;
 pub mod reporter;
 pub mod solve;

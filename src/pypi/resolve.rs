@@ -1,0 +1,399 @@
+//! Resolving the pip part for the image's target (python version, platform tags, glibc), never the build
+//! machine's, with uv: envlayer runs the `uv` binary (`uv pip compile --format pylock.toml`) rather than
+//! linking uv's resolver crates, which uv does not publish as a stable library and which would pin their
+//! own copies of reqwest and tokio against rattler's. Conda packages that provide a distribution
+//! satisfy requirements for it (as pixi does): they are pinned as constraints and not emitted.
+
+use super::spec::{IndexOptions, PipSpec};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use url::Url;
+
+/// The oldest uv whose `pip compile` writes pylock.toml with every option used here.
+pub const MIN_UV: (u64, u64) = (0, 9);
+
+/// A resolved wheel: what the lock records and the build installs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dist {
+    /// The normalized name.
+    pub name: String,
+    /// The version.
+    pub version: String,
+    /// The wheel's URL, without credentials.
+    pub url: Url,
+    /// Its sha256 (lowercase hex).
+    pub sha256: String,
+    /// Its size, when the index gave it.
+    pub size: Option<u64>,
+}
+
+impl Dist {
+    /// The wheel's file name (the URL's last segment), checked.
+    pub fn file_name(&self) -> Option<&str> {
+        let name = self.url.path_segments()?.next_back()?;
+        super::split_wheel_name(name).map(|_| name)
+    }
+
+    /// `pypi:<name>-<version>`, as layers are annotated.
+    pub fn label(&self) -> String {
+        format!("pypi:{}-{}", self.name, self.version)
+    }
+}
+
+/// The target the distributions are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The environment's python, `(3, 11)`.
+    pub python: (u64, u64),
+    /// The conda platform.
+    pub platform: rattler_conda_types::Subdir,
+    /// The glibc the image promises (`__glibc`), `(2, 28)`.
+    pub glibc: (u64, u64),
+}
+
+impl Target {
+    /// uv's `--python-platform`: the newest manylinux tag uv knows that the target's glibc covers.
+    pub fn uv_platform(&self) -> Result<String, ResolveError> {
+        let arch = match self.platform.as_str() {
+            "linux-64" => "x86_64",
+            "linux-aarch64" => "aarch64",
+            other => return Err(ResolveError::Platform { platform: other.to_string() }),
+        };
+        let known = [17u64, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40];
+        let minor = known.iter().rev().find(|&&m| self.glibc.0 > 2 || m <= self.glibc.1).ok_or(ResolveError::Glibc { glibc: self.glibc })?;
+        Ok(format!("{arch}-manylinux_2_{minor}"))
+    }
+}
+
+/// Why the pip part could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No uv to run.
+    #[error("the environment has pip requirements, which envlayer resolves with uv, and {uv} cannot be run; install uv (pip install uv, or see https://docs.astral.sh/uv/) or point ENVLAYER_UV at it")]
+    NoUv {
+        /// The program tried.
+        uv: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// uv is older than envlayer needs.
+    #[error("{uv} is uv {version}; envlayer needs uv {}.{} or newer", MIN_UV.0, MIN_UV.1)]
+    OldUv {
+        /// The program.
+        uv: String,
+        /// What it said its version is.
+        version: String,
+    },
+    /// uv could not resolve the requirements; its message says why.
+    #[error("cannot resolve the pip requirements for python {}.{} on {platform}:\n{message}", .python.0, .python.1)]
+    Unsolvable {
+        /// The target python.
+        python: (u64, u64),
+        /// uv's `--python-platform`.
+        platform: String,
+        /// uv's message, with credentials cut.
+        message: String,
+    },
+    /// A target envlayer cannot resolve pip packages for.
+    #[error("platform {platform}: envlayer installs pip packages for linux-64 and linux-aarch64 only")]
+    Platform {
+        /// The conda platform.
+        platform: String,
+    },
+    /// A glibc older than any manylinux tag.
+    #[error("__glibc {}.{} is older than manylinux_2_17, the oldest platform tag envlayer resolves for", .glibc.0, .glibc.1)]
+    Glibc {
+        /// The glibc.
+        glibc: (u64, u64),
+    },
+    /// A distribution with no wheel for the target.
+    #[error("{name} {version} has no wheel for python {}.{} on {platform}, only a source distribution; envlayer does not build sdists yet (ask the index for a wheel, or install it from a conda package)", .python.0, .python.1)]
+    NoWheel {
+        /// The distribution.
+        name: String,
+        /// Its version.
+        version: String,
+        /// The target python.
+        python: (u64, u64),
+        /// uv's `--python-platform`.
+        platform: String,
+    },
+    /// uv's output was not the pylock.toml envlayer reads.
+    #[error("uv wrote a pylock.toml envlayer cannot read: {reason}")]
+    Output {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A hashed requirement resolved to a wheel with another hash, or a distribution has no hash given.
+    #[error("{what}")]
+    Hash {
+        /// Which distribution and what is wrong.
+        what: String,
+    },
+    /// A scratch file could not be written or read.
+    #[error("cannot write or read {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to run uv.
+#[derive(Debug, Clone)]
+pub struct Uv {
+    /// The program (`uv` on `PATH` unless told otherwise).
+    pub program: PathBuf,
+    /// uv's own cache (under envlayer's).
+    pub cache_dir: PathBuf,
+}
+
+/// What to resolve.
+pub struct ResolveInput<'a> {
+    /// The requirements.
+    pub spec: &'a PipSpec,
+    /// The indexes (the spec's, the environment's and the command line's, merged), credentials included.
+    pub index: &'a IndexOptions,
+    /// The target.
+    pub target: &'a Target,
+    /// Distributions the conda packages provide: normalized name → version.
+    pub provided: &'a BTreeMap<String, String>,
+    /// A folder for the input and output files.
+    pub scratch: &'a Path,
+}
+
+/// Resolves the requirements to one wheel per distribution, in name order; the conda-provided ones are
+/// left out.
+pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, ResolveError> {
+    check_version(uv).await?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ResolveError::Io { path, source }
+    };
+    let platform = input.target.uv_platform()?;
+    let reqs = input.scratch.join("requirements.in");
+    let text: String = input.spec.requirements.iter().map(|r| format!("{}\n", r.text)).collect();
+    std::fs::write(&reqs, text).map_err(io(&reqs))?;
+    let constraints = input.scratch.join("constraints.txt");
+    let mut ctext: String = input.spec.constraints.iter().map(|r| format!("{}\n", r.text)).collect();
+    for (name, version) in input.provided {
+        ctext.push_str(&format!("{name}=={version}\n"));
+    }
+    std::fs::write(&constraints, ctext).map_err(io(&constraints))?;
+    let out = input.scratch.join("pylock.toml");
+    let (py_major, py_minor) = input.target.python;
+    let mut cmd = tokio::process::Command::new(&uv.program);
+    cmd.args(["pip", "compile", "--quiet", "--color", "never", "--no-config", "--no-header", "--no-annotate", "--no-build"])
+        .args(["--format", "pylock.toml", "--python-platform", &platform])
+        .arg("--python-version")
+        .arg(format!("{py_major}.{py_minor}"))
+        .arg("--cache-dir")
+        .arg(&uv.cache_dir)
+        .arg("-c")
+        .arg(&constraints)
+        .arg("-o")
+        .arg(&out)
+        .arg(&reqs);
+    for name in input.provided.keys() {
+        cmd.arg("--no-emit-package").arg(name);
+    }
+    // Indexes go through the environment, not the command line, where other users could read credentials.
+    cmd.env_clear();
+    for var in ["PATH", "HOME", "NETRC", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    if let Some(u) = &input.index.index_url {
+        cmd.env("UV_INDEX_URL", u.as_str());
+    }
+    if !input.index.extra_index_urls.is_empty() {
+        cmd.env("UV_EXTRA_INDEX_URL", input.index.extra_index_urls.iter().map(Url::as_str).collect::<Vec<_>>().join(" "));
+    }
+    if !input.index.find_links.is_empty() {
+        cmd.env("UV_FIND_LINKS", input.index.find_links.iter().map(Url::as_str).collect::<Vec<_>>().join(","));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    let child = cmd.spawn().map_err(|source| ResolveError::NoUv { uv: uv.program.display().to_string(), source })?;
+    let output = child.wait_with_output().await.map_err(|source| ResolveError::NoUv { uv: uv.program.display().to_string(), source })?;
+    if !output.status.success() {
+        let message = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(64 << 10)]).into_owned();
+        return Err(ResolveError::Unsolvable { python: input.target.python, platform, message: cut_credentials(&message, input.index) });
+    }
+    let text = std::fs::read_to_string(&out).map_err(io(&out))?;
+    let dists = read_pylock(&text, input.scratch, input.target, &platform)?;
+    check_hashes(input.spec, &dists)?;
+    Ok(dists.into_iter().filter(|d| !input.provided.contains_key(&d.name)).collect())
+}
+
+async fn check_version(uv: &Uv) -> Result<(), ResolveError> {
+    let shown = uv.program.display().to_string();
+    let out = tokio::process::Command::new(&uv.program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| ResolveError::NoUv { uv: shown.clone(), source })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(1).unwrap_or("").to_string();
+    let parts: Vec<u64> = version.split('.').take(2).filter_map(|p| p.parse().ok()).collect();
+    if parts.len() < 2 || (parts[0], parts[1]) < MIN_UV {
+        return Err(ResolveError::OldUv { uv: shown, version });
+    }
+    Ok(())
+}
+
+/// uv's message with every index's `user:password@` removed (uv redacts most, but its message is shown
+/// as it is, so envlayer does not rely on that).
+fn cut_credentials(message: &str, index: &IndexOptions) -> String {
+    let mut m = message.to_string();
+    for u in index.urls() {
+        if let Some(p) = u.password() {
+            m = m.replace(p, "****");
+        }
+    }
+    m
+}
+
+/// The best wheel of each `[[packages]]` entry of uv's pylock.toml for the target.
+fn read_pylock(text: &str, base: &Path, target: &Target, platform: &str) -> Result<Vec<Dist>, ResolveError> {
+    let bad = |reason: String| ResolveError::Output { reason };
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| bad(e.to_string()))?;
+    let packages = match doc.get("packages") {
+        Some(p) => p.as_array_of_tables().ok_or_else(|| bad("packages is not an array of tables".into()))?.iter().collect::<Vec<_>>(),
+        None => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for p in packages {
+        let name = p.get("name").and_then(|v| v.as_str()).ok_or_else(|| bad("a package without a name".into()))?;
+        let version = p.get("version").and_then(|v| v.as_str()).ok_or_else(|| bad(format!("{name} has no version")))?;
+        let mut best: Option<((u32, u32), Dist)> = None;
+        for w in p.get("wheels").and_then(|w| w.as_array()).into_iter().flatten() {
+            let Some(w) = w.as_inline_table() else { continue };
+            // `url` for index files; `path` (relative to the lock's folder) for --find-links folders.
+            let url = match (w.get("url").and_then(|u| u.as_str()), w.get("path").and_then(|u| u.as_str())) {
+                (Some(u), _) => Url::parse(u).ok(),
+                (None, Some(p)) => Url::from_file_path(std::path::absolute(base.join(p)).unwrap_or_default()).ok(),
+                _ => None,
+            };
+            let Some(url) = url else { continue };
+            let Some(sha256) = w.get("hashes").and_then(|h| h.as_inline_table()).and_then(|h| h.get("sha256")).and_then(|s| s.as_str()) else {
+                continue;
+            };
+            if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad(format!("{name}: a wheel's sha256 {:?} is not a sha256", crate::net::escape(sha256))));
+            }
+            let size = w.get("size").and_then(|s| s.as_integer()).and_then(|s| u64::try_from(s).ok());
+            let dist = Dist { name: super::normalize(name), version: version.to_string(), url: super::redact(&url), sha256: sha256.to_ascii_lowercase(), size };
+            let Some(file) = dist.file_name() else { continue };
+            let Some(rank) = rank(file, target.python) else { continue };
+            if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                best = Some((rank, dist));
+            }
+        }
+        match best {
+            Some((_, d)) => out.push(d),
+            None => return Err(ResolveError::NoWheel { name: name.to_string(), version: version.to_string(), python: target.python, platform: platform.to_string() }),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// How good a wheel is for CPython `python` (higher is better); `None` if it is not for it at all. uv
+/// listed only wheels it found compatible; among them, the interpreter-specific build wins over the
+/// stable ABI, which wins over pure python; then the platform-specific over `any`.
+fn rank(file: &str, python: (u64, u64)) -> Option<(u32, u32)> {
+    let stem = file.strip_suffix(".whl")?;
+    let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
+    let (plat, abi, py) = (parts.first()?, parts.get(1)?, parts.get(2)?);
+    let cp = format!("cp{}{}", python.0, python.1);
+    let abi_rank = abi
+        .split('.')
+        .map(|a| if a == cp { 3 } else if a == "abi3" { 2 } else if a == "none" { 1 } else { 0 })
+        .max()?;
+    let py_ok = py.split('.').any(|t| t == cp || t == "py3" || t == format!("py{}{}", python.0, python.1) || (t.starts_with("cp3") && *abi == "abi3"));
+    if abi_rank == 0 || !py_ok {
+        return None;
+    }
+    let plat_rank = if plat.split('.').all(|p| p == "any") { 0 } else { 1 };
+    Some((abi_rank, plat_rank))
+}
+
+/// In hash-checking mode every distribution must be one of the hashed requirements, resolved to a wheel
+/// with one of its hashes (as `pip install --require-hashes` checks).
+fn check_hashes(spec: &PipSpec, dists: &[Dist]) -> Result<(), ResolveError> {
+    if !spec.require_hashes() {
+        return Ok(());
+    }
+    let hashes = spec.hashes();
+    for d in dists {
+        match hashes.get(&d.name) {
+            None => {
+                return Err(ResolveError::Hash {
+                    what: format!("{} {} is needed (a dependency) but has no requirement with --hash; with hashes, every distribution must be listed and hashed", d.name, d.version),
+                })
+            }
+            Some(allowed) if !allowed.contains(&d.sha256) => {
+                return Err(ResolveError::Hash { what: format!("{} {}: the wheel's sha256 {} is not among the --hash values given", d.name, d.version, d.sha256) })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wheels_rank_specific_over_abi3_over_pure() {
+        let py = (3, 11);
+        let a = rank("x-1-cp311-cp311-manylinux_2_17_x86_64.whl", py).unwrap();
+        let b = rank("x-1-cp37-abi3-manylinux_2_17_x86_64.whl", py).unwrap();
+        let c = rank("x-1-py3-none-any.whl", py).unwrap();
+        assert!(a > b && b > c);
+        assert_eq!(rank("x-1-cp312-cp312-manylinux_2_17_x86_64.whl", py), None);
+    }
+
+    #[test]
+    fn platform_tags_follow_glibc() {
+        let t = |glibc| Target { python: (3, 11), platform: rattler_conda_types::Subdir::Linux64, glibc };
+        assert_eq!(t((2, 17)).uv_platform().unwrap(), "x86_64-manylinux_2_17");
+        assert_eq!(t((2, 30)).uv_platform().unwrap(), "x86_64-manylinux_2_28");
+        assert_eq!(t((2, 39)).uv_platform().unwrap(), "x86_64-manylinux_2_39");
+        assert!(t((2, 12)).uv_platform().is_err());
+    }
+
+    #[test]
+    fn pylock_gives_one_wheel_each_without_credentials() {
+        let text = r#"
+lock-version = "1.0"
+[[packages]]
+name = "Charset_Normalizer"
+version = "3.5.3"
+wheels = [
+  { url = "https://u:p@h/c-3.5.3-py3-none-any.whl", size = 1, hashes = { sha256 = "96e268b0cbda016ac519513294fcd17032264085b600abaac58b93049477e132" } },
+  { url = "https://h/charset_normalizer-3.5.3-cp311-cp311-manylinux_2_28_x86_64.whl", hashes = { sha256 = "2A6F937E0B70133D1F826D0A253331B6FE1A4C874808CC12E16F2FB8177042F4" } },
+]
+[[packages]]
+name = "only-sdist"
+version = "1"
+sdist = { url = "https://h/only-sdist-1.tar.gz", hashes = { sha256 = "00" } }
+"#;
+        let t = Target { python: (3, 11), platform: rattler_conda_types::Subdir::Linux64, glibc: (2, 28) };
+        let e = read_pylock(text, Path::new("/"), &t, "x86_64-manylinux_2_28").unwrap_err().to_string();
+        assert!(e.contains("only-sdist") && e.contains("source distribution"), "{e}");
+        let first = text.split("[[packages]]\nname = \"only-sdist\"").next().unwrap();
+        let d = read_pylock(first, Path::new("/"), &t, "p").unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].name, "charset-normalizer");
+        assert!(d[0].url.as_str().ends_with("manylinux_2_28_x86_64.whl"));
+        assert_eq!(d[0].sha256, "2a6f937e0b70133d1f826d0a253331b6fe1a4c874808cc12e16f2fb8177042f4");
+    }
+}

@@ -1,0 +1,380 @@
+//! A wheel installed alone into its own stage, for the prefix the image will have: the binary
+//! distribution format (PEP 427 and its successors on packaging.python.org) applied to one `.whl`.
+//!
+//! Written here rather than taken from uv: `uv-install-wheel` asks for a whole interpreter layout and
+//! pulls most of uv's crates with it; what envlayer needs is the format itself, for a target python that
+//! need not run on this machine. Every name in the archive is data: each one is checked before it becomes
+//! a path, links are refused, and the bytes of each file are checked against the wheel's `RECORD`.
+
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The largest wheel, unpacked, envlayer installs (a CUDA wheel is a few GiB).
+pub const MAX_UNPACKED_BYTES: u64 = 16 << 30;
+/// The most files a wheel may hold.
+pub const MAX_FILES: usize = 200_000;
+/// The longest shebang the Linux kernel reads; longer ones (and ones with spaces) get a `/bin/sh` trampoline.
+const MAX_SHEBANG: usize = 127;
+
+/// Where a wheel's schemes go, relative to the environment's prefix (a conda-style prefix install).
+#[derive(Debug, Clone)]
+pub struct Scheme {
+    /// The prefix in the image, e.g. `/opt/conda/envs/demo`.
+    pub prefix: String,
+    /// `lib/python3.11/site-packages`: purelib and platlib.
+    pub site_packages: String,
+    /// `bin/python3.11`: the interpreter scripts run with.
+    pub python: String,
+    /// `include/python3.11`: headers go in `<include>/<distribution>`.
+    pub include: String,
+}
+
+impl Scheme {
+    /// The scheme of a CPython `major.minor` installed at `prefix`.
+    pub fn for_python(prefix: &str, major: u64, minor: u64) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            site_packages: format!("lib/python{major}.{minor}/site-packages"),
+            python: format!("bin/python{major}.{minor}"),
+            include: format!("include/python{major}.{minor}"),
+        }
+    }
+}
+
+/// What installing a wheel produced.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InstalledWheel {
+    /// Every path it installs, relative to the prefix, sorted.
+    pub paths: Vec<String>,
+    /// Its console and GUI scripts (`bin/NAME`).
+    pub scripts: Vec<String>,
+}
+
+/// Why a wheel could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum WheelError {
+    /// The file is not a readable zip archive.
+    #[error("{wheel}: not a readable wheel (zip) archive")]
+    Zip {
+        /// The wheel's file name.
+        wheel: String,
+        /// The cause.
+        #[source]
+        source: zip::result::ZipError,
+    },
+    /// The archive breaks the wheel format or envlayer's limits.
+    #[error("{wheel}: {reason}")]
+    Format {
+        /// The wheel's file name.
+        wheel: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A member's bytes do not have the hash its `RECORD` gives.
+    #[error("{wheel}: {path} does not match the hash in RECORD; the wheel is corrupt or was altered")]
+    Record {
+        /// The wheel's file name.
+        wheel: String,
+        /// The member.
+        path: String,
+    },
+    /// A file of the stage could not be written.
+    #[error("cannot write {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A checked relative path: no empty, `.` or `..` component, no absolute path, no backslash or NUL.
+fn safe_relative(name: &str) -> Option<String> {
+    if name.is_empty() || name.starts_with('/') || name.contains('\\') || name.contains('\0') {
+        return None;
+    }
+    let parts: Vec<&str> = name.trim_end_matches('/').split('/').collect();
+    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+/// `urlsafe-base64-nopad(sha256)`, as `RECORD` writes hashes.
+fn record_hash(data: &[u8]) -> String {
+    format!("sha256={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(data)))
+}
+
+/// Installs `wheel` (`file_name` as the index named it) into `stage`, laid out relative to the prefix.
+/// `compile` is given the stage and the installed paths and returns the `.pyc` files it added, which go
+/// in `RECORD` like pip's.
+pub fn install(
+    wheel: &Path,
+    file_name: &str,
+    stage: &Path,
+    scheme: &Scheme,
+    compile: &dyn Fn(&Path, &[String]) -> Result<Vec<String>, crate::install::InstallError>,
+) -> Result<InstalledWheel, WheelError> {
+    let format = |reason: String| WheelError::Format { wheel: file_name.to_string(), reason };
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WheelError::Io { path, source }
+    };
+    let zip_err = |source| WheelError::Zip { wheel: file_name.to_string(), source };
+    let (name, version) = super::split_wheel_name(file_name).ok_or_else(|| format("not a wheel file name".into()))?;
+    let file = std::fs::File::open(wheel).map_err(io(wheel))?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(zip_err)?;
+    if archive.len() > MAX_FILES {
+        return Err(format(format!("holds {} files; envlayer installs wheels of at most {MAX_FILES}", archive.len())));
+    }
+    // The .dist-info folder: the one whose name is the wheel's distribution and version.
+    let dist_info = format!("{name}-{version}.dist-info");
+    let data_dir = format!("{name}-{version}.data");
+    let members: Vec<String> = archive.file_names().map(|n| n.map(|n| n.into_owned())).collect::<Result<_, _>>().map_err(zip_err)?;
+    let dist_info = members
+        .iter()
+        .filter_map(|m| m.split('/').next())
+        .find(|top| top.ends_with(".dist-info") && super::normalize(top.trim_end_matches(".dist-info")) == super::normalize(&format!("{name}-{version}")))
+        .map(str::to_string)
+        .unwrap_or(dist_info);
+    let data_dir = members
+        .iter()
+        .filter_map(|m| m.split('/').next())
+        .find(|top| top.ends_with(".data") && super::normalize(top.trim_end_matches(".data")) == super::normalize(&format!("{name}-{version}")))
+        .map(str::to_string)
+        .unwrap_or(data_dir);
+
+    let record_text = read_member(&mut archive, &format!("{dist_info}/RECORD"), 16 << 20).map_err(zip_err)?
+        .ok_or_else(|| format(format!("has no {dist_info}/RECORD")))?;
+    let record = parse_record(&record_text).map_err(|line| format(format!("{dist_info}/RECORD line {line} is malformed")))?;
+    let wheel_meta = read_member(&mut archive, &format!("{dist_info}/WHEEL"), 1 << 20).map_err(zip_err)?
+        .ok_or_else(|| format(format!("has no {dist_info}/WHEEL")))?;
+    let wheel_version = header(&wheel_meta, "Wheel-Version").unwrap_or_default();
+    if !wheel_version.starts_with("1.") {
+        return Err(format(format!("Wheel-Version {wheel_version:?}: envlayer installs wheels of format 1.x")));
+    }
+
+    let sp = scheme.site_packages.as_str();
+    let mut written: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut total = 0u64;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(zip_err)?;
+        let raw = entry.name().map_err(zip_err)?.into_owned();
+        if entry.is_dir() {
+            continue;
+        }
+        let member = safe_relative(&raw).ok_or_else(|| format(format!("refusing unsafe path {:?}", crate::net::escape(&raw))))?;
+        if entry.is_symlink() {
+            return Err(format(format!("{member} is a symbolic link; wheels hold regular files only")));
+        }
+        if member == format!("{dist_info}/RECORD") || member.starts_with(&format!("{dist_info}/RECORD.")) {
+            continue;
+        }
+        let dest = match member.strip_prefix(&format!("{data_dir}/")) {
+            Some(rest) => {
+                let (scheme_name, rest) = rest.split_once('/').ok_or_else(|| format(format!("{member}: a file directly under {data_dir}")))?;
+                match scheme_name {
+                    "purelib" | "platlib" => format!("{sp}/{rest}"),
+                    "scripts" => format!("bin/{rest}"),
+                    "headers" => format!("{}/{name}/{rest}", scheme.include),
+                    "data" => rest.to_string(),
+                    other => return Err(format(format!("{member}: unknown scheme {:?}", crate::net::escape(other)))),
+                }
+            }
+            None => format!("{sp}/{member}"),
+        };
+        let mut data = Vec::new();
+        (&mut entry).take(MAX_UNPACKED_BYTES - total + 1).read_to_end(&mut data).map_err(io(wheel))?;
+        total += data.len() as u64;
+        if total > MAX_UNPACKED_BYTES {
+            return Err(format(format!("unpacks to more than {MAX_UNPACKED_BYTES} bytes")));
+        }
+        match record.get(&member) {
+            Some(Some(expected)) if *expected != record_hash(&data) => return Err(WheelError::Record { wheel: file_name.into(), path: member }),
+            None => return Err(format(format!("{member} is not listed in RECORD"))),
+            _ => {}
+        }
+        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        let is_script = dest.starts_with("bin/") && member.starts_with(&format!("{data_dir}/"));
+        if is_script && (data.starts_with(b"#!python") || data.starts_with(b"#!pythonw")) {
+            let body = data.splitn(2, |b| *b == b'\n').nth(1).unwrap_or_default().to_vec();
+            data = [shebang(scheme).into_bytes(), body].concat();
+        }
+        write_file(stage, &dest, &data, executable || is_script).map_err(io(&stage.join(&dest)))?;
+        written.insert(dest, (record_hash(&data), data.len() as u64));
+    }
+
+    let mut scripts = Vec::new();
+    if let Some(text) = read_member(&mut archive, &format!("{dist_info}/entry_points.txt"), 1 << 20).map_err(zip_err)? {
+        for (script, module, attr) in entry_points(&text).map_err(format)? {
+            let body = format!(
+                "{}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import {top}\nif __name__ == \"__main__\":\n    sys.argv[0] = re.sub(r\"(-script\\.pyw|\\.exe)?$\", \"\", sys.argv[0])\n    sys.exit({attr}())\n",
+                shebang(scheme),
+                top = attr.split('.').next().unwrap_or(&attr),
+            );
+            let dest = format!("bin/{script}");
+            write_file(stage, &dest, body.as_bytes(), true).map_err(io(&stage.join(&dest)))?;
+            written.insert(dest.clone(), (record_hash(body.as_bytes()), body.len() as u64));
+            scripts.push(dest);
+        }
+    }
+    let installer = format!("{sp}/{dist_info}/INSTALLER");
+    write_file(stage, &installer, b"envlayer\n", false).map_err(io(&stage.join(&installer)))?;
+    written.insert(installer, (record_hash(b"envlayer\n"), 9));
+
+    let paths: Vec<String> = written.keys().cloned().collect();
+    let pyc = compile(stage, &paths).map_err(|e| format(format!("compiling .pyc: {e}")))?;
+    for p in pyc {
+        let data = std::fs::read(stage.join(&p)).map_err(io(&stage.join(&p)))?;
+        written.insert(p, (record_hash(&data), data.len() as u64));
+    }
+    // RECORD as pip writes it for the installed files: paths relative to site-packages, then RECORD itself.
+    let record_path = format!("{sp}/{dist_info}/RECORD");
+    let mut out = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    for (path, (hash, size)) in &written {
+        out.write_record([relative_to(path, sp).as_str(), hash, &size.to_string()]).map_err(|e| format(e.to_string()))?;
+    }
+    out.write_record([relative_to(&record_path, sp).as_str(), "", ""]).map_err(|e| format(e.to_string()))?;
+    let out = out.into_inner().map_err(|e| format(e.to_string()))?;
+    write_file(stage, &record_path, &out, false).map_err(io(&stage.join(&record_path)))?;
+    let mut paths: Vec<String> = written.into_keys().collect();
+    paths.push(record_path);
+    paths.sort();
+    scripts.sort();
+    Ok(InstalledWheel { paths, scripts })
+}
+
+/// `#!<prefix>/bin/python3.11`, or pip's `/bin/sh` trampoline when that is too long or has a space.
+fn shebang(scheme: &Scheme) -> String {
+    let python = format!("{}/{}", scheme.prefix, scheme.python);
+    if python.len() + 2 <= MAX_SHEBANG && !python.contains(' ') {
+        format!("#!{python}")
+    } else {
+        format!("#!/bin/sh\n'''exec' \"{python}\" \"$0\" \"$@\"\n' '''")
+    }
+}
+
+/// `path` (relative to the prefix) as seen from `dir` (relative to the prefix too): `../../../bin/x`.
+fn relative_to(path: &str, dir: &str) -> String {
+    match path.strip_prefix(&format!("{dir}/")) {
+        Some(rest) => rest.to_string(),
+        None => format!("{}{path}", "../".repeat(dir.split('/').count())),
+    }
+}
+
+fn write_file(stage: &Path, rel: &str, data: &[u8], executable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = stage.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // create_new: a wheel naming one path twice is refused rather than silently overwritten.
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(if executable { 0o755 } else { 0o644 }).open(&path)?;
+    f.write_all(data)
+}
+
+fn read_member<R: Read + std::io::Seek>(archive: &mut zip::ZipArchive<R>, name: &str, cap: u64) -> zip::result::ZipResult<Option<String>> {
+    let mut entry = match archive.by_name(name) {
+        Ok(e) => e,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    (&mut entry).take(cap).read_to_string(&mut text)?;
+    Ok(Some(text))
+}
+
+/// `RECORD`: member → its hash (`None` for files listed without one, like `RECORD` itself).
+fn parse_record(text: &str) -> Result<BTreeMap<String, Option<String>>, usize> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let mut map = BTreeMap::new();
+    for (n, row) in reader.records().enumerate() {
+        let row = row.map_err(|_| n + 1)?;
+        let path = row.get(0).filter(|p| !p.is_empty()).ok_or(n + 1)?;
+        let hash = row.get(1).filter(|h| !h.is_empty());
+        if let Some(h) = hash {
+            if !h.starts_with("sha256=") {
+                // Other algorithms (sha384, sha512) are allowed by the format; envlayer checks sha256 only.
+                map.insert(path.to_string(), None);
+                continue;
+            }
+        }
+        map.insert(path.to_string(), hash.map(str::to_string));
+    }
+    Ok(map)
+}
+
+/// A `Key: value` header of `WHEEL` (an email-header file).
+fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(key)).map(|(_, v)| v.trim()))
+}
+
+/// `[console_scripts]` and `[gui_scripts]` of `entry_points.txt`: (script name, module, attribute path).
+fn entry_points(text: &str) -> Result<Vec<(String, String, String)>, String> {
+    let ident = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    let mut section = "";
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.trim();
+            continue;
+        }
+        if section != "console_scripts" && section != "gui_scripts" {
+            continue;
+        }
+        let (name, target) = line.split_once('=').ok_or_else(|| format!("entry_points.txt line {}: expected NAME = MODULE:ATTR", n + 1))?;
+        let (name, target) = (name.trim(), target.split('[').next().unwrap_or_default().trim());
+        let (module, attr) = target.split_once(':').map(|(m, a)| (m.trim(), a.trim())).unwrap_or((target, ""));
+        if safe_relative(name).is_none_or(|p| p.contains('/')) || !ident(module) || (!attr.is_empty() && !ident(attr)) {
+            return Err(format!("entry_points.txt line {}: refusing script {:?}", n + 1, crate::net::escape(line)));
+        }
+        if attr.is_empty() {
+            return Err(format!("entry_points.txt line {}: script {name} names no function", n + 1));
+        }
+        out.push((name.to_string(), module.to_string(), attr.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_member_names_are_refused() {
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a\\b", "", "a//b", "./a"] {
+            assert_eq!(safe_relative(bad), None, "{bad}");
+        }
+        assert_eq!(safe_relative("pkg/mod.py").as_deref(), Some("pkg/mod.py"));
+    }
+
+    #[test]
+    fn entry_points_parse_and_refuse_paths() {
+        let eps = entry_points("[console_scripts]\ntabulate = tabulate:_main\nx = a.b:c.d [extra]\n[other]\ny = z:w\n").unwrap();
+        assert_eq!(eps, vec![("tabulate".into(), "tabulate".into(), "_main".into()), ("x".into(), "a.b".into(), "c.d".into())]);
+        assert!(entry_points("[console_scripts]\n../evil = os:system\n").is_err());
+        assert!(entry_points("[console_scripts]\nx = os;rm:y\n").is_err());
+    }
+
+    #[test]
+    fn record_paths_are_relative_to_site_packages() {
+        assert_eq!(relative_to("lib/python3.11/site-packages/a/b.py", "lib/python3.11/site-packages"), "a/b.py");
+        assert_eq!(relative_to("bin/x", "lib/python3.11/site-packages"), "../../../bin/x");
+    }
+
+    #[test]
+    fn long_prefixes_get_a_trampoline() {
+        let short = Scheme::for_python("/opt/conda/envs/x", 3, 11);
+        assert_eq!(shebang(&short), "#!/opt/conda/envs/x/bin/python3.11");
+        let long = Scheme::for_python(&format!("/{}", "p".repeat(130)), 3, 11);
+        assert!(shebang(&long).starts_with("#!/bin/sh\n'''exec'"));
+    }
+}
