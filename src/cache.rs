@@ -48,6 +48,23 @@ pub fn package_key(record: &RepoDataRecord, params: &LayerParams) -> String {
     Digest::of(&crate::image::canonical_json(&input)).hex()
 }
 
+/// The cache key of one wheel's layer: its sha256, the prefix, the python minor version (its scripts'
+/// shebang and its site-packages), the platform, the compression, the tar settings and the `.pyc` compiler.
+pub fn wheel_key(wheel: &crate::pypi::resolve::Dist, params: &LayerParams) -> String {
+    let input = serde_json::json!({
+        "format": LAYER_FORMAT,
+        "wheel": wheel.sha256,
+        "file": wheel.file_name(),
+        "prefix": params.target.prefix,
+        "platform": params.target.platform.as_str(),
+        "python": params.target.python.as_ref().map(|p| format!("{}.{}", p.short_version.0, p.short_version.1)),
+        "compression": params.compression.id(),
+        "mtime": params.mtime,
+        "pyc": params.pyc,
+    });
+    Digest::of(&crate::image::canonical_json(&input)).hex()
+}
+
 /// The cache key of a layer holding several packages (in this order).
 pub fn group_key(member_keys: &[String]) -> String {
     if let [only] = member_keys {

@@ -26,13 +26,39 @@ pub struct LinkInfo {
     pub scripts: Vec<String>,
     /// `info/prelink_messages/*` texts, shown when the package is linked.
     pub messages: Vec<String>,
+    /// The Python distributions it installs (`site-packages/NAME-VERSION.dist-info` or `.egg-info`), as
+    /// (normalized name, version): they satisfy pip requirements for those distributions.
+    pub python_dists: Vec<(String, String)>,
+}
+
+/// The distributions a package's paths install: a `.dist-info` or `.egg-info` entry of a `site-packages`.
+pub fn python_dists<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    let mut out = BTreeSet::new();
+    for p in paths {
+        let parts: Vec<&str> = p.split('/').collect();
+        for w in parts.windows(2) {
+            if w[0] != "site-packages" {
+                continue;
+            }
+            let stem = w[1].strip_suffix(".dist-info").or_else(|| w[1].strip_suffix(".egg-info"));
+            if let Some((name, rest)) = stem.and_then(|s| s.split_once('-')) {
+                // `.egg-info` names may end in `-py3.11`.
+                let version = rest.split("-py").next().unwrap_or(rest);
+                if !name.is_empty() && !version.is_empty() {
+                    out.insert((crate::pypi::normalize(name), version.to_string()));
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Reads a package's link information, from `<cache>/inspect/<hash>.json` or from the package itself
 /// (fetched and extracted into the store).
 pub async fn inspect(store: &PackageStore, cache_dir: &std::path::Path, record: &RepoDataRecord) -> Result<LinkInfo, FetchError> {
     let hash = package_hash(record).ok_or_else(|| FetchError::NoHash(record.identifier.to_file_name()))?;
-    let cached = cache_dir.join("inspect").join(format!("{hash}.json"));
+    // `2-`: entries written before `python_dists` existed are not read (they would claim none).
+    let cached = cache_dir.join("inspect").join(format!("2-{hash}.json"));
     if let Some(info) = std::fs::read(&cached).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
         return Ok(info);
     }
@@ -69,7 +95,8 @@ pub async fn inspect(store: &PackageStore, cache_dir: &std::path::Path, record: 
         })
         .collect();
     scripts.sort();
-    let info = LinkInfo { scripts, messages };
+    let python_dists = python_dists(paths.paths.iter().filter_map(|p| p.relative_path.to_str()));
+    let info = LinkInfo { scripts, messages, python_dists };
     if let Some(dir) = cached.parent() {
         let _ = std::fs::create_dir_all(dir).and_then(|()| {
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;

@@ -39,6 +39,36 @@ impl Compiler {
     /// Compiles the package staged at `stage` whose files are `paths` and whose record is
     /// `conda-meta/<dist>`; returns the `.pyc` paths added (relative to the prefix).
     pub fn compile(&self, stage: &Path, paths: &[String], dist: &str) -> Result<Vec<String>, InstallError> {
+        let added = self.compile_files(stage, paths)?;
+        if added.is_empty() {
+            return Ok(added);
+        }
+        let io = |path: &Path, e: std::io::Error| InstallError::Io { path: path.to_path_buf(), source: e };
+        let meta = stage.join("conda-meta").join(dist);
+        let mut record = PrefixRecord::from_path(&meta).map_err(|e| io(&meta, e))?;
+        for pyc in &added {
+            let data = std::fs::read(stage.join(pyc)).map_err(|e| io(&stage.join(pyc), e))?;
+            let sha = rattler_digest::compute_bytes_digest::<rattler_digest::Sha256>(&data);
+            record.files.push(PathBuf::from(pyc));
+            record.paths_data.paths.push(PathsEntry {
+                relative_path: PathBuf::from(pyc),
+                original_path: None,
+                path_type: PathType::PycFile,
+                no_link: false,
+                sha256: Some(sha),
+                sha256_in_prefix: None,
+                size_in_bytes: Some(data.len() as u64),
+                file_mode: None,
+                prefix_placeholder: None,
+            });
+        }
+        record.write_to_path(&meta, true).map_err(|e| io(&meta, e))?;
+        Ok(added)
+    }
+
+    /// Compiles the `.py` files among `paths` (relative to the prefix) under `lib/pythonX.Y` of the
+    /// stage; returns the `.pyc` paths added, sorted.
+    pub fn compile_files(&self, stage: &Path, paths: &[String]) -> Result<Vec<String>, InstallError> {
         let prefix = format!("{}/", self.lib_dir);
         let sources: Vec<&String> = paths.iter().filter(|p| p.starts_with(&prefix) && p.ends_with(".py")).collect();
         if sources.is_empty() {
@@ -77,25 +107,6 @@ impl Compiler {
             }
         }
         added.sort();
-        let meta = stage.join("conda-meta").join(dist);
-        let mut record = PrefixRecord::from_path(&meta).map_err(|e| io(&meta, e))?;
-        for pyc in &added {
-            let data = std::fs::read(stage.join(pyc)).map_err(|e| io(&stage.join(pyc), e))?;
-            let sha = rattler_digest::compute_bytes_digest::<rattler_digest::Sha256>(&data);
-            record.files.push(PathBuf::from(pyc));
-            record.paths_data.paths.push(PathsEntry {
-                relative_path: PathBuf::from(pyc),
-                original_path: None,
-                path_type: PathType::PycFile,
-                no_link: false,
-                sha256: Some(sha),
-                sha256_in_prefix: None,
-                size_in_bytes: Some(data.len() as u64),
-                file_mode: None,
-                prefix_placeholder: None,
-            });
-        }
-        record.write_to_path(&meta, true).map_err(|e| io(&meta, e))?;
         Ok(added)
     }
 }

@@ -3,6 +3,7 @@
 
 use rattler_conda_types::{MatchSpec, NamedChannelOrUrl};
 use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 
 /// How an environment reaches the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -46,6 +47,8 @@ pub struct EnvSpec {
     pub source: PathBuf,
     /// The `envlayer:` section.
     pub envlayer: EnvlayerSection,
+    /// The pip part: a `pip:` list under `dependencies:`, or the requirements file of a PIP environment.
+    pub pip: Option<crate::pypi::PipSpec>,
 }
 
 /// The largest environment file envlayer reads.
@@ -172,14 +175,16 @@ impl EnvSpec {
                 check_user_key(key).map_err(|e| invalid(format!("envlayer section: {kind} {e}")))?;
             }
         }
-        if let Some(pip) = env.pip_specs() {
-            if !pip.is_empty() {
-                return Err(invalid(format!(
-                    "pip dependencies ({}) are not supported: envlayer installs conda packages only",
-                    pip.join(", ")
-                )));
-            }
-        }
+        let root_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let root_dir = std::path::absolute(&root_dir).unwrap_or(root_dir);
+        let pip = match env.pip_specs() {
+            Some(entries) if !entries.is_empty() => Some(crate::pypi::spec::from_entries(entries, path, &root_dir).map_err(|e| invalid(e.to_string()))?),
+            _ => None,
+        };
         let specs: Vec<MatchSpec> = env.match_specs().cloned().collect();
         if specs.is_empty() {
             return Err(invalid("no conda packages under `dependencies:`".into()));
@@ -187,13 +192,33 @@ impl EnvSpec {
         if env.channels.is_empty() {
             return Err(invalid("no `channels:`".into()));
         }
-        let root_dir = path
-            .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let root_dir = std::path::absolute(&root_dir).unwrap_or(root_dir);
-        Ok(Self { name, channels: env.channels, specs, root_dir, source: path.to_path_buf(), envlayer })
+        Ok(Self { name, channels: env.channels, specs, root_dir, source: path.to_path_buf(), envlayer, pip })
+    }
+
+    /// A PIP environment: `requirements` (a requirements.txt) on a conda `python` of version `python`
+    /// (`3.11`) from `channels` (conda-forge when none), named `name` (default: the file's stem).
+    pub fn from_requirements(requirements: &Path, python: &str, channels: &[String], name: Option<&str>) -> Result<Self, SpecError> {
+        let invalid = |what: String| SpecError::Invalid { path: requirements.to_path_buf(), what };
+        let pip = crate::pypi::spec::from_file(requirements).map_err(|e| match e {
+            crate::pypi::spec::PipSpecError::Read { path, source } => SpecError::Read { path, source },
+            other => invalid(other.to_string()),
+        })?;
+        let stem = requirements.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_ascii_lowercase().replace(['_', '.'], "-");
+        let name = name.map(str::to_string).unwrap_or(stem);
+        check_name(&name).map_err(|e| invalid(format!("{e}; name the environment with --name")))?;
+        let ok = python.split('.').count() == 2 && python.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !ok {
+            return Err(invalid(format!("--python {python:?}: expected MAJOR.MINOR, like 3.11")));
+        }
+        let spec = MatchSpec::from_str(&format!("python {python}.*"), rattler_conda_types::ParseStrictness::Strict)
+            .map_err(|e| invalid(format!("--python {python}: {e}")))?;
+        let channels: Vec<NamedChannelOrUrl> = if channels.is_empty() {
+            vec![NamedChannelOrUrl::Name("conda-forge".into())]
+        } else {
+            channels.iter().map(|c| NamedChannelOrUrl::from_str(c).map_err(|e| invalid(format!("--channel {c}: {e}")))).collect::<Result<_, _>>()?
+        };
+        let root_dir = std::env::current_dir().map_err(|source| SpecError::Read { path: ".".into(), source })?;
+        Ok(Self { name, channels, specs: vec![spec], root_dir, source: requirements.to_path_buf(), envlayer: EnvlayerSection::default(), pip: Some(pip) })
     }
 }
 
@@ -315,8 +340,15 @@ mod tests {
         assert!(e.is_err());
         let e = EnvSpec::from_yaml_str("channels: [c]\ndependencies: [x]\n", Path::new("e.yaml")).unwrap_err();
         assert!(e.to_string().contains("name"), "{e}");
-        let e = EnvSpec::from_yaml_str("name: dd\nchannels: [c]\ndependencies: [x, {pip: [requests]}]\n", Path::new("e.yaml"))
-            .unwrap_err();
-        assert!(e.to_string().contains("pip"), "{e}");
+        let s = EnvSpec::from_yaml_str(
+            "name: dd\nchannels: [c]\ndependencies: [x, {pip: [--extra-index-url http://u:p@127.0.0.1:1/simple, 'requests[socks]>=2; python_version>\"3\"']}]\n",
+            Path::new("e.yaml"),
+        )
+        .unwrap();
+        let pip = s.pip.unwrap();
+        assert_eq!(pip.requirements[0].name, "requests");
+        assert_eq!(pip.index.extra_index_urls.len(), 1);
+        let e = EnvSpec::from_yaml_str("name: dd\nchannels: [c]\ndependencies: [x, {pip: [--no-deps]}]\n", Path::new("e.yaml")).unwrap_err();
+        assert!(e.to_string().contains("e.yaml: pip entry 1") && e.to_string().contains("--no-deps"), "{e}");
     }
 }

@@ -33,7 +33,17 @@ fn summary(c: &CachedLayer, packages: Vec<String>, cached: bool) -> LayerSummary
 }
 
 /// Orders the layers and describes them.
-pub fn layers(base: Option<&BaseImage>, baked: &Baked, env: &EnvLayers, records: &[RepoDataRecord], runtime: &[usize], inputs: &super::Inputs, cache: &LayerCache) -> Layers {
+#[allow(clippy::too_many_arguments)]
+pub fn layers(
+    base: Option<&BaseImage>,
+    baked: &Baked,
+    env: &EnvLayers,
+    records: &[RepoDataRecord],
+    wheels: &[crate::pypi::resolve::Dist],
+    runtime: &[usize],
+    inputs: &super::Inputs,
+    cache: &LayerCache,
+) -> Layers {
     let mut new = Vec::new();
     let mut summaries: Vec<LayerSummary> = base
         .map(|b| {
@@ -50,7 +60,7 @@ pub fn layers(base: Option<&BaseImage>, baked: &Baked, env: &EnvLayers, records:
                 .collect()
         })
         .unwrap_or_default();
-    let mut packages = vec![None; records.len()];
+    let mut packages = vec![None; records.len() + wheels.len()];
     let mut shared = Vec::new();
     let mut push = |c: &CachedLayer, annotations: BTreeMap<String, String>, created_by: String, names: Vec<String>, cached: bool| {
         new.push(NewLayer { layer: c.layer.clone(), path: cache.blob_path(&c.layer.digest), annotations, created_by });
@@ -67,7 +77,10 @@ pub fn layers(base: Option<&BaseImage>, baked: &Baked, env: &EnvLayers, records:
             b.from_cache,
         );
         for &i in &b.members {
-            packages[i] = Some(PackageSummary::new(&records[i], idx));
+            packages[i] = Some(match records.get(i) {
+                Some(r) => PackageSummary::new(r, idx),
+                None => PackageSummary::wheel(&wheels[i - records.len()], idx),
+            });
         }
         if b.members.len() > 1 {
             shared.push(c.packages.clone());

@@ -25,18 +25,20 @@ pub struct EnvLayers {
     pub packed: usize,
 }
 
-fn lock_of(records: Vec<RepoDataRecord>, opts: &BuildOptions, inputs: &Inputs, cache: &LayerCache) -> Result<String, BuildError> {
+fn lock_of(records: Vec<RepoDataRecord>, wheels: &[crate::pypi::resolve::Dist], opts: &BuildOptions, inputs: &Inputs, cache: &LayerCache) -> Result<String, BuildError> {
     let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
     let path = tmp.path().join("lock");
-    solve::write_lock(&Solved { records }, &inputs.channels, opts.platform, &path)?;
+    solve::write_lock(&Solved { records }, wheels, &inputs.channels, opts.platform, &path)?;
     std::fs::read_to_string(&path).map_err(io_err(&path))
 }
 
 /// Builds (or takes from the cache) the environment layer and the archives layer.
+#[allow(clippy::too_many_arguments)]
 pub async fn build(
     opts: &BuildOptions,
     inputs: &Inputs,
     records: &[RepoDataRecord],
+    wheels: &[crate::pypi::resolve::Dist],
     plan: &Plan,
     store: &PackageStore,
     cache: &LayerCache,
@@ -46,7 +48,7 @@ pub async fn build(
     // What belongs to the environment as a whole: conda's history, and the lock (so the image carries
     // exactly what it was built from: `conda-meta/envlayer.lock`).
     let history = if install_mode == InstallMode::Baked { env_history(created, &inputs.spec, records) } else { String::new() };
-    let lock_text = lock_of(records.to_vec(), opts, inputs, cache)?;
+    let lock_text = lock_of(records.to_vec(), wheels, opts, inputs, cache)?;
     // What the runtime installer gets: for the whole-environment opt-out, the lock as it is (packages come
     // from their channels); for packages with link scripts, their URLs point into the archives layer.
     let runtime = &plan.runtime_packages;
@@ -58,7 +60,7 @@ pub async fn build(
             rt_records[i].url = url::Url::parse(&format!("file://{}/pkgs/{file}", crate::runtime_install::RUNTIME_DIR))
                 .map_err(|source| BuildError::RuntimeUrl { package: file.clone(), source })?;
         }
-        lock_of(rt_records, opts, inputs, cache)?
+        lock_of(rt_records, wheels, opts, inputs, cache)?
     } else {
         lock_text.clone()
     };

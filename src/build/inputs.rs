@@ -26,12 +26,15 @@ pub struct Inputs {
     pub labels: BTreeMap<String, String>,
     /// The user's annotations, likewise.
     pub annotations: BTreeMap<String, String>,
+    /// The pip indexes: the files', then the command line's (credentials included: never shown).
+    pub pip_index: crate::pypi::IndexOptions,
 }
 
 impl Inputs {
     /// Reads the environment file and checks the options.
     pub fn read(opts: &BuildOptions) -> Result<Self, BuildError> {
-        let spec = EnvSpec::from_path(&opts.env_file)?;
+        let spec = read_spec(opts)?;
+        let pip_index = spec.pip.as_ref().map(|p| p.index.clone()).unwrap_or_default().merged(&opts.pip_index);
         let prefix = opts.prefix.clone().unwrap_or_else(|| format!("/opt/conda/envs/{}", spec.name));
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') || prefix.contains("/../") || prefix.contains("//") {
             return Err(BuildError::Prefix { prefix });
@@ -50,7 +53,19 @@ impl Inputs {
         let mut annotations = spec.envlayer.annotations.clone();
         annotations.extend(opts.annotations.clone());
         let install_mode = opts.install.unwrap_or(spec.envlayer.install);
-        Ok(Self { spec, prefix, os_arch, channels, virtual_packages, install_mode, labels, annotations })
+        Ok(Self { spec, prefix, os_arch, channels, virtual_packages, install_mode, labels, annotations, pip_index })
+    }
+}
+
+/// The environment file of `opts`: an environment.yaml, or with `python` set a requirements file.
+pub fn read_spec(opts: &BuildOptions) -> Result<EnvSpec, crate::spec::SpecError> {
+    match &opts.python {
+        Some(python) => EnvSpec::from_requirements(&opts.env_file, python, &opts.channels, opts.name.as_deref()),
+        None if matches!(opts.env_file.extension().and_then(|e| e.to_str()), Some("txt" | "in")) => Err(crate::spec::SpecError::Invalid {
+            path: opts.env_file.clone(),
+            what: "looks like a pip requirements file: give the python to install it on, e.g. --python 3.11".into(),
+        }),
+        None => EnvSpec::from_path(&opts.env_file),
     }
 }
 
@@ -104,6 +119,11 @@ pub fn identity(opts: &BuildOptions, inputs: &Inputs, base_digest: Option<&Diges
         "ttl": opts.ttl.map(format_ttl),
         "labels": inputs.labels,
         "annotations": inputs.annotations,
+        "pip": inputs.spec.pip.as_ref().map(|p| serde_json::json!({
+            "requirements": p.requirements.iter().map(|r| (&r.text, &r.hashes)).collect::<Vec<_>>(),
+            "constraints": p.constraints.iter().map(|r| &r.text).collect::<Vec<_>>(),
+            "indexes": inputs.pip_index.urls().map(|u| crate::pypi::redact(u).to_string()).collect::<Vec<_>>(),
+        })),
     })))
     .hex())
 }

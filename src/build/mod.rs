@@ -12,6 +12,7 @@ pub mod env_layer;
 pub mod inputs;
 pub mod package_layers;
 pub mod packages;
+pub mod pip;
 pub mod plan;
 pub mod summary;
 
@@ -114,6 +115,19 @@ pub struct BuildOptions {
     pub pyc: bool,
     /// Connect and idle timeouts for channels and package downloads.
     pub network: crate::net::Timeouts,
+    /// A PIP environment: `env_file` is a requirements file, installed on a conda python of this
+    /// version (`3.11`).
+    pub python: Option<String>,
+    /// A PIP environment's conda channels (conda-forge when none).
+    pub channels: Vec<String>,
+    /// A PIP environment's name (default: the file's stem).
+    pub name: Option<String>,
+    /// Index options from the command line and the environment, over the files'.
+    pub pip_index: crate::pypi::IndexOptions,
+    /// The uv program that resolves pip requirements.
+    pub uv: PathBuf,
+    /// The `.netrc` with index credentials, if any.
+    pub netrc: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -143,6 +157,12 @@ impl BuildOptions {
             link_scripts: crate::link_scripts::LinkScriptPolicy::Runtime,
             pyc: true,
             network: crate::net::Timeouts::default(),
+            python: None,
+            channels: Vec::new(),
+            name: None,
+            pip_index: Default::default(),
+            uv: PathBuf::from("uv"),
+            netrc: None,
         }
     }
 
@@ -253,6 +273,27 @@ pub enum BuildError {
     /// Packages must install at container start, but no installer binary was given.
     #[error("packages that install at container start need envlayer's own binary as the installer, and none was given (BuildOptions::runtime_installer)")]
     NoInstaller,
+    /// Resolving the pip part.
+    #[error(transparent)]
+    PipResolve(Box<crate::pypi::resolve::ResolveError>),
+    /// Downloading a wheel.
+    #[error(transparent)]
+    WheelFetch(Box<crate::pypi::fetch::WheelFetchError>),
+    /// Installing a wheel.
+    #[error(transparent)]
+    Wheel(Box<crate::pypi::wheel::WheelError>),
+    /// pip packages in an environment that installs at container start.
+    #[error("pip packages cannot be installed at container start yet: remove `install: runtime` (or --install runtime), or move them to conda packages")]
+    PipAtRuntime,
+    /// pip packages without a python to install them for.
+    #[error("{package}: pip packages need a python in the environment; add `python` to the conda dependencies (or use --python)")]
+    NoPythonForPip {
+        /// The first pip requirement or wheel.
+        package: String,
+    },
+    /// Wheels to install, and no store to fetch them with (a programming error in the caller).
+    #[error("wheels to install but no wheel store")]
+    NoWheelStore,
     /// A blocking task panicked or was cancelled.
     #[error("{what}: the worker task failed")]
     Task {
@@ -271,6 +312,26 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+// The pip errors are boxed: they name URLs and files, and would make every `Result` carrying a
+// `BuildError` larger.
+impl From<crate::pypi::resolve::ResolveError> for BuildError {
+    fn from(e: crate::pypi::resolve::ResolveError) -> Self {
+        Self::PipResolve(Box::new(e))
+    }
+}
+
+impl From<crate::pypi::fetch::WheelFetchError> for BuildError {
+    fn from(e: crate::pypi::fetch::WheelFetchError) -> Self {
+        Self::WheelFetch(Box::new(e))
+    }
+}
+
+impl From<crate::pypi::wheel::WheelError> for BuildError {
+    fn from(e: crate::pypi::wheel::WheelError) -> Self {
+        Self::Wheel(Box::new(e))
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -345,13 +406,16 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let store = PackageStore::new(opts.cache_dir.clone()).with_timeouts(opts.network);
     let cache = LayerCache::new(opts.cache_dir.clone());
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
-    let plan = plan::plan(opts, &inputs, &records, python, base_layers, &store).await?;
+    let infos = plan::inspect(opts, &records, &store).await?;
+    let wheels = pip::wheels(opts, &inputs, &infos, python.as_ref()).await?;
+    let plan = plan::plan(opts, &inputs, &records, &infos, &wheels, python, base_layers)?;
     timings.insert("inspect".to_string(), t1.elapsed().as_millis() as u64);
 
     reporter.start(Stage::Fetch, plan.baked.len() as u64);
     reporter.start(Stage::Install, plan.baked.len() as u64);
     reporter.start(Stage::Pack, plan.groups.len() as u64 + 1);
-    let baker = crate::build::package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python)?;
+    let wheel_store = crate::pypi::fetch::WheelStore::new(&opts.cache_dir, opts.network, crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref()));
+    let baker = package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python, &wheels, Some(wheel_store))?;
     let baked = baker.bake(&plan.baked, &plan.groups, opts.jobs).await?;
     reporter.finish(Stage::Fetch);
     reporter.finish(Stage::Install);
@@ -359,13 +423,13 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     timings.extend(baked.timings_ms.iter().map(|(k, v)| (format!("layers.{k}"), *v)));
 
     let times = config::times(opts, &records);
-    let env = env_layer::build(opts, &inputs, &records, &plan, &store, &cache, &times.0).await?;
+    let env = env_layer::build(opts, &inputs, &records, &wheels, &plan, &store, &cache, &times.0).await?;
     reporter.advance(Stage::Pack, "environment");
     reporter.finish(Stage::Pack);
 
     let config = config::Config { opts, inputs: &inputs, base: base.as_ref(), records: &records, facts: &baked.facts, runtime_names: &env.runtime_names, identity: &identity, times };
     let (settings, config_warnings) = config.settings()?;
-    let layers = assemble::layers(base.as_ref(), &baked, &env, &records, &plan.runtime_packages, &inputs, &cache);
+    let layers = assemble::layers(base.as_ref(), &baked, &env, &records, &wheels, &plan.runtime_packages, &inputs, &cache);
     let img = image::assemble(base.as_ref(), &layers.new, &settings);
 
     let t2 = Instant::now();

@@ -2,6 +2,10 @@
 //! own stage (unless the cache already knows it), clobbered paths are resolved the way conda resolves
 //! them (the package later in dependency order wins, whatever the layer grouping), then the planned
 //! layers are packed, or taken from the layer cache.
+//!
+//! Packages are of two kinds, numbered in one sequence: the conda records first (`0..records.len()`),
+//! then the pip wheels. Wheels come last in install order, so a wheel that overwrites a conda package's
+//! file wins it, as `pip install` on top of a conda environment does.
 
 use crate::build::BuildError;
 use crate::fetch::PackageStore;
@@ -69,6 +73,10 @@ pub struct Baker<'a> {
     pub reporter: &'a dyn Reporter,
     /// Index of the python record, when `.pyc` files are compiled.
     pub pyc_python: Option<usize>,
+    /// The pip wheels, numbered after the records.
+    pub wheels: &'a [crate::pypi::resolve::Dist],
+    /// Where wheels are downloaded to.
+    pub wheel_store: Option<crate::pypi::fetch::WheelStore>,
     downloaded: AtomicUsize,
     installed: AtomicUsize,
     compressed: AtomicUsize,
@@ -83,6 +91,7 @@ fn dist(r: &RepoDataRecord) -> String {
 
 impl<'a> Baker<'a> {
     /// A baker with an empty staging area in the cache's temporary folder.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         records: &'a [RepoDataRecord],
         keys: &'a [String],
@@ -91,6 +100,8 @@ impl<'a> Baker<'a> {
         params: LayerParams,
         reporter: &'a dyn Reporter,
         pyc_python: Option<usize>,
+        wheels: &'a [crate::pypi::resolve::Dist],
+        wheel_store: Option<crate::pypi::fetch::WheelStore>,
     ) -> Result<Self, BuildError> {
         let tmp = tempfile::Builder::new()
             .prefix("stages-")
@@ -104,17 +115,79 @@ impl<'a> Baker<'a> {
             params,
             reporter,
             pyc_python,
+            wheels,
+            wheel_store,
             downloaded: AtomicUsize::new(0),
             installed: AtomicUsize::new(0),
             compressed: AtomicUsize::new(0),
             cached: AtomicUsize::new(0),
-            stages: (0..records.len()).map(|_| OnceCell::new()).collect(),
+            stages: (0..records.len() + wheels.len()).map(|_| OnceCell::new()).collect(),
             tmp,
         })
     }
 
+    /// `name-version-build` of a conda package, `pypi:name-version` of a wheel.
+    fn name(&self, i: usize) -> String {
+        match self.records.get(i) {
+            Some(r) => dist(r),
+            None => self.wheels[i - self.records.len()].label(),
+        }
+    }
+
+    /// The staged python, for compiling `.pyc` files, if they are compiled.
+    async fn compiler(&self) -> Result<Option<crate::pyc::Compiler>, BuildError> {
+        match (self.pyc_python, self.params.target.python.as_ref()) {
+            (Some(py), Some(info)) => {
+                let stage = Box::pin(self.stage(py)).await?.0.clone();
+                Ok(Some(crate::pyc::Compiler::new(&stage, info, &self.params.target.prefix)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Installs wheel `w` into the stage of package `i`.
+    async fn stage_wheel(&self, i: usize, w: usize) -> Result<(PathBuf, PackageFacts), BuildError> {
+        let dist = &self.wheels[w];
+        let store = self.wheel_store.as_ref().ok_or(BuildError::NoWheelStore)?;
+        let (wheel, downloaded) = store.fetch(dist).await?;
+        if downloaded {
+            self.downloaded.fetch_add(1, Ordering::Relaxed);
+        }
+        self.reporter.advance(Stage::Fetch, &dist.label());
+        let python = self.params.target.python.as_ref().ok_or_else(|| BuildError::NoPythonForPip { package: dist.label() })?;
+        let (major, minor) = python.short_version;
+        let scheme = crate::pypi::wheel::Scheme::for_python(&self.params.target.prefix, major, minor);
+        let compiler = self.compiler().await?;
+        let stage = self.tmp.path().join(i.to_string());
+        let file = dist.file_name().unwrap_or_default().to_string();
+        let label = dist.label();
+        let st = stage.clone();
+        let installed = tokio::task::spawn_blocking(move || {
+            let compile = |stage: &std::path::Path, paths: &[String]| match &compiler {
+                Some(c) => c.compile_files(stage, paths),
+                None => Ok(Vec::new()),
+            };
+            crate::pypi::wheel::install(&wheel, &file, &st, &scheme, &compile)
+        })
+        .await
+        .map_err(|source| BuildError::Task { what: format!("installing {label}"), source })??;
+        let facts = PackageFacts { dist: label, files: installed.paths.len(), paths: installed.paths, ..Default::default() };
+        Ok((stage, facts))
+    }
+
     /// Installs package `i` into its stage (once), compiling its `.pyc` files when asked to.
     async fn stage(&self, i: usize) -> Result<&(PathBuf, PackageFacts), BuildError> {
+        if let Some(w) = i.checked_sub(self.records.len()) {
+            return self.stages[i]
+                .get_or_try_init(|| async move {
+                    let (stage, facts) = self.stage_wheel(i, w).await?;
+                    self.installed.fetch_add(1, Ordering::Relaxed);
+                    self.reporter.advance(Stage::Install, &facts.dist);
+                    self.cache.put_facts(&self.keys[i], &facts)?;
+                    Ok::<_, BuildError>((stage, facts))
+                })
+                .await;
+        }
         self.stages[i]
             .get_or_try_init(|| async move {
                 let record = &self.records[i];
@@ -146,8 +219,8 @@ impl<'a> Baker<'a> {
     async fn facts(&self, i: usize) -> Result<PackageFacts, BuildError> {
         match self.cache.facts(&self.keys[i]) {
             Some(f) => {
-                self.reporter.advance(Stage::Fetch, &dist(&self.records[i]));
-                self.reporter.advance(Stage::Install, &dist(&self.records[i]));
+                self.reporter.advance(Stage::Fetch, &self.name(i));
+                self.reporter.advance(Stage::Install, &self.name(i));
                 Ok(f)
             }
             None => Ok(self.stage(i).await?.1.clone()),
@@ -200,8 +273,8 @@ impl<'a> Baker<'a> {
             }
             clobbers.push(Clobber {
                 path: path.to_string(),
-                winner: dist(&self.records[winner]),
-                losers: who[..who.len() - 1].iter().map(|&l| dist(&self.records[l])).collect(),
+                winner: self.name(winner),
+                losers: who[..who.len() - 1].iter().map(|&l| self.name(l)).collect(),
             });
         }
         for layer in layers.iter_mut() {
@@ -232,7 +305,7 @@ impl<'a> Baker<'a> {
             })
             .collect();
         let key = group_key(&member_keys);
-        let names: Vec<String> = members.iter().map(|&i| dist(&self.records[i])).collect();
+        let names: Vec<String> = members.iter().map(|&i| self.name(i)).collect();
         if let Some(cached) = self.cache.get(&key) {
             self.cached.fetch_add(1, Ordering::Relaxed);
             self.reporter.advance(Stage::Pack, &names.join(", "));

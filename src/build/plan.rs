@@ -40,25 +40,31 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Plans the build of `records` on a base of `base_layers` layers.
-pub async fn plan(
-    opts: &BuildOptions,
-    inputs: &Inputs,
-    records: &[RepoDataRecord],
-    python: Option<rattler::install::PythonInfo>,
-    base_layers: usize,
-    store: &PackageStore,
-) -> Result<Plan, BuildError> {
-    let mut warnings = Vec::new();
-    // Link scripts: which packages cannot be baked (those with scripts, and what depends on them).
-    let infos: Vec<LinkInfo> = futures::stream::iter(records.iter().map(|r| crate::link_scripts::inspect(store, &opts.cache_dir, r)))
+/// What each record's archive says: link scripts, messages, the Python distributions it provides.
+pub async fn inspect(opts: &BuildOptions, records: &[RepoDataRecord], store: &PackageStore) -> Result<Vec<LinkInfo>, BuildError> {
+    Ok(futures::stream::iter(records.iter().map(|r| crate::link_scripts::inspect(store, &opts.cache_dir, r)))
         .buffered(opts.jobs.max(1) * 2)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()?)
+}
+
+/// Plans the build of `records` (inspected: `infos`) and the pip `wheels` (numbered after the records)
+/// on a base of `base_layers` layers.
+pub fn plan(
+    opts: &BuildOptions,
+    inputs: &Inputs,
+    records: &[RepoDataRecord],
+    infos: &[LinkInfo],
+    wheels: &[crate::pypi::resolve::Dist],
+    python: Option<rattler::install::PythonInfo>,
+    base_layers: usize,
+) -> Result<Plan, BuildError> {
+    let mut warnings = Vec::new();
+    // Link scripts: which packages cannot be baked (those with scripts, and what depends on them).
     let link_scripts: BTreeMap<String, Vec<String>> =
-        records.iter().zip(&infos).filter(|(_, i)| !i.scripts.is_empty()).map(|(r, i)| (dist_name(r), i.scripts.clone())).collect();
+        records.iter().zip(infos).filter(|(_, i)| !i.scripts.is_empty()).map(|(r, i)| (dist_name(r), i.scripts.clone())).collect();
     let flagged: Vec<bool> = infos.iter().map(|i| !i.scripts.is_empty()).collect();
     let runtime: Vec<bool> = match (inputs.install_mode, opts.link_scripts) {
         (InstallMode::Runtime, _) => vec![true; records.len()],
@@ -75,8 +81,8 @@ pub async fn plan(
         _ => crate::link_scripts::runtime_set(records, &flagged),
     };
     let messages: Vec<String> =
-        records.iter().zip(&infos).flat_map(|(r, i)| i.messages.iter().map(move |m| format!("{}: {m}", dist_name(r)))).collect();
-    let baked: Vec<usize> = (0..records.len()).filter(|&i| !runtime[i]).collect();
+        records.iter().zip(infos).flat_map(|(r, i)| i.messages.iter().map(move |m| format!("{}: {m}", dist_name(r)))).collect();
+    let mut baked: Vec<usize> = (0..records.len()).filter(|&i| !runtime[i]).collect();
     let runtime_packages: Vec<usize> = (0..records.len()).filter(|&i| runtime[i]).collect();
 
     // .pyc: compiled with the environment's own python, when this machine can run it.
@@ -106,15 +112,33 @@ pub async fn plan(
         mtime: PackOptions::default().mtime,
         pyc: pyc_python.map(|p| dist_name(&records[p])),
     };
-    let keys: Vec<String> = records.iter().map(|r| package_key(r, &params)).collect();
+    let mut keys: Vec<String> = records.iter().map(|r| package_key(r, &params)).collect();
+    keys.extend(wheels.iter().map(|w| crate::cache::wheel_key(w, &params)));
+    let conda_baked = baked.len();
+    baked.extend(records.len()..records.len() + wheels.len());
 
     // One layer per baked package unless the budget forces sharing; a runtime layer if needed.
     let needs_runtime_layer = !runtime_packages.is_empty() && inputs.install_mode == InstallMode::Baked;
+    // Conda packages and wheels never share a layer; the budget is split between them by their numbers.
     let budget = opts.max_layers - base_layers - 1 - usize::from(needs_runtime_layer);
-    let items: Vec<PlanItem> = baked
+    let (conda, pip) = baked.split_at(conda_baked);
+    let pip_budget = match (conda.len(), pip.len()) {
+        (_, 0) => 0,
+        (0, _) => budget,
+        (c, p) => (budget * p / (c + p)).clamp(1, budget.saturating_sub(1).max(1)),
+    };
+    let conda_items: Vec<PlanItem> = conda
         .iter()
         .map(|&i| PlanItem { key: records[i].package_record.name.as_normalized().to_string(), size: records[i].package_record.size.unwrap_or(0) })
         .collect();
-    let groups = plan_layers(&items, budget).into_iter().map(|g| g.into_iter().map(|j| baked[j]).collect()).collect();
+    let pip_items: Vec<PlanItem> = pip
+        .iter()
+        .map(|&i| {
+            let w = &wheels[i - records.len()];
+            PlanItem { key: format!("pypi:{}", w.name), size: w.size.unwrap_or(0) }
+        })
+        .collect();
+    let mut groups: Vec<Vec<usize>> = plan_layers(&conda_items, budget - pip_budget).into_iter().map(|g| g.into_iter().map(|j| conda[j]).collect()).collect();
+    groups.extend(plan_layers(&pip_items, pip_budget).into_iter().map(|g| g.into_iter().map(|j| pip[j]).collect::<Vec<_>>()));
     Ok(Plan { baked, runtime_packages, link_scripts, messages, pyc_python, pyc_reason, params, keys, groups, needs_runtime_layer, warnings })
 }

@@ -95,6 +95,20 @@ impl PackageSummary {
     }
 }
 
+impl PackageSummary {
+    /// The summary of a pip wheel (its build is `pypi`), in layer `layer`.
+    pub fn wheel(w: &crate::pypi::resolve::Dist, layer: usize) -> Self {
+        Self {
+            name: w.name.clone(),
+            version: w.version.clone(),
+            build: "pypi".to_string(),
+            file_name: w.file_name().unwrap_or_default().to_string(),
+            sha256: Some(w.sha256.clone()),
+            layer,
+        }
+    }
+}
+
 /// One layer of the summary.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LayerSummary {

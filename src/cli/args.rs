@@ -79,8 +79,30 @@ impl ClockArgs {
 
 #[derive(Args)]
 pub struct BuildFlags {
-    /// The environment file (conda's environment.yaml format).
+    /// The environment file: conda's environment.yaml (which may end in a `pip:` list), or with --python
+    /// a pip requirements.txt.
     pub env_file: PathBuf,
+    /// ENV_FILE is a requirements.txt: install it on a conda python of this version (e.g. 3.11).
+    #[arg(long, value_name = "MAJOR.MINOR")]
+    pub python: Option<String>,
+    /// With --python: a conda channel for python (repeatable) [default: conda-forge].
+    #[arg(long = "channel", value_name = "CHANNEL", requires = "python")]
+    pub channels: Vec<String>,
+    /// With --python: the environment's name [default: the requirements file's stem].
+    #[arg(long, requires = "python")]
+    pub name: Option<String>,
+    /// The pip index, replacing PyPI and any in the files [env: PIP_INDEX_URL, UV_INDEX_URL].
+    #[arg(long, value_name = "URL")]
+    pub index_url: Option<String>,
+    /// A further pip index; repeatable [env: PIP_EXTRA_INDEX_URL, UV_EXTRA_INDEX_URL, space-separated].
+    #[arg(long, value_name = "URL")]
+    pub extra_index_url: Vec<String>,
+    /// A folder or page of wheels for pip packages; repeatable [env: PIP_FIND_LINKS].
+    #[arg(long, value_name = "PATH_OR_URL")]
+    pub find_links: Vec<String>,
+    /// The uv program that resolves pip requirements.
+    #[arg(long, env = "ENVLAYER_UV", default_value = "uv")]
+    pub uv: PathBuf,
     /// The environment's path in the image [default: /opt/conda/envs/<name>].
     #[arg(long)]
     pub prefix: Option<String>,
@@ -209,6 +231,31 @@ pub fn parse_base(s: &str) -> Result<BaseRef> {
 }
 
 impl BuildFlags {
+    /// Index options from the environment (PIP_*, then UV_*), then the command line over them, as
+    /// requirement lines are read (so errors and `${VAR}` expansion are the same).
+    fn pip_index(&self) -> Result<envlayer::pypi::IndexOptions> {
+        let mut lines = Vec::new();
+        for var in ["PIP_INDEX_URL", "UV_INDEX_URL"] {
+            if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+                lines.push(format!("--index-url {v}"));
+            }
+        }
+        for var in ["PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"] {
+            for v in std::env::var(var).unwrap_or_default().split_whitespace() {
+                lines.push(format!("--extra-index-url {v}"));
+            }
+        }
+        for v in std::env::var("PIP_FIND_LINKS").unwrap_or_default().split_whitespace() {
+            lines.push(format!("--find-links {v}"));
+        }
+        lines.extend(self.index_url.iter().map(|u| format!("--index-url {u}")));
+        lines.extend(self.extra_index_url.iter().map(|u| format!("--extra-index-url {u}")));
+        lines.extend(self.find_links.iter().map(|u| format!("--find-links {u}")));
+        let cwd = std::env::current_dir()?;
+        let spec = envlayer::pypi::spec::from_entries(&lines, std::path::Path::new("the command line and PIP_*/UV_* variables"), &cwd)?;
+        Ok(spec.index)
+    }
+
     /// The library's options; `output` is decided by the command.
     pub fn options(&self, output: Option<PathBuf>) -> Result<BuildOptions> {
         let platform = Subdir::from_str(&self.platform).map_err(|e| format!("--platform {}: {e}", self.platform))?;
@@ -243,6 +290,15 @@ impl BuildFlags {
             LinkScripts::Ignore => envlayer::link_scripts::LinkScriptPolicy::Ignore,
         };
         opts.pyc = !self.no_pyc;
+        opts.python = self.python.clone();
+        opts.channels = self.channels.clone();
+        opts.name = self.name.clone();
+        opts.pip_index = self.pip_index()?;
+        opts.uv = self.uv.clone();
+        opts.netrc = std::env::var_os("NETRC")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netrc")))
+            .filter(|p| p.is_file());
         opts.now = self.clock.now()?;
         opts.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(s) if !s.is_empty() => Some(s.parse().map_err(|_| format!("SOURCE_DATE_EPOCH={s:?} is not a number"))?),

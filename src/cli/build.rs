@@ -5,7 +5,6 @@ use super::progress::Bars;
 use super::Result;
 use clap::Args;
 use envlayer::registry::Reference;
-use envlayer::spec::EnvSpec;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -31,7 +30,7 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     let output = match (args.output, &push_ref) {
         (Some(o), _) => Some(o),
         (None, Some(_)) => None,
-        (None, None) => Some(PathBuf::from(format!("{}.oci", EnvSpec::from_path(&args.flags.env_file)?.name))),
+        (None, None) => Some(PathBuf::from(format!("{}.oci", envlayer::build::inputs::read_spec(&args.flags.options(None)?)?.name))),
     };
     let mut opts = args.flags.options(output)?;
     opts.tag = args.tag;

@@ -20,7 +20,7 @@ pub enum WheelFetchError {
     #[error("cannot download {url}")]
     Http {
         /// The URL, without credentials.
-        url: Url,
+        url: String,
         /// The cause.
         #[source]
         source: reqwest::Error,
@@ -29,7 +29,7 @@ pub enum WheelFetchError {
     #[error("cannot download {url}: HTTP {status}{hint}")]
     Status {
         /// The URL, without credentials.
-        url: Url,
+        url: String,
         /// The status.
         status: u16,
         /// What to check.
@@ -39,7 +39,7 @@ pub enum WheelFetchError {
     #[error("{url}: the wheel has sha256 {actual}, not {expected} as resolved; refusing it")]
     Hash {
         /// The URL, without credentials.
-        url: Url,
+        url: String,
         /// The sha256 from the resolution or the lock.
         expected: String,
         /// The sha256 of the bytes.
@@ -49,7 +49,7 @@ pub enum WheelFetchError {
     #[error("{url}: larger than {cap} bytes; refusing it")]
     TooLarge {
         /// The URL.
-        url: Url,
+        url: String,
         /// The cap.
         cap: u64,
     },
@@ -57,7 +57,7 @@ pub enum WheelFetchError {
     #[error("{url}: not a wheel envlayer can fetch (http(s) or file URL of a .whl)")]
     Unsupported {
         /// The URL.
-        url: Url,
+        url: String,
     },
     /// A file of the store.
     #[error("cannot write or read {path}")]
@@ -166,7 +166,7 @@ impl WheelStore {
     /// The wheel of `dist` in the store, fetched and checked if it is not there yet; and whether it was
     /// downloaded now.
     pub async fn fetch(&self, dist: &Dist) -> Result<(PathBuf, bool), WheelFetchError> {
-        let unsupported = || WheelFetchError::Unsupported { url: dist.url.clone() };
+        let unsupported = || WheelFetchError::Unsupported { url: dist.url.to_string() };
         let file = dist.file_name().ok_or_else(unsupported)?;
         let dir = self.root.join(&dist.sha256);
         let dest = dir.join(file);
@@ -197,7 +197,7 @@ impl WheelStore {
                     }
                     total += n as u64;
                     if total > MAX_WHEEL_BYTES {
-                        return Err(WheelFetchError::TooLarge { url: dist.url.clone(), cap: MAX_WHEEL_BYTES });
+                        return Err(WheelFetchError::TooLarge { url: dist.url.to_string(), cap: MAX_WHEEL_BYTES });
                     }
                     hasher.update(&buf[..n]);
                     tmp.write_all(&buf[..n]).map_err(io(tmp.path()))?;
@@ -208,7 +208,7 @@ impl WheelStore {
                 if let Some((user, pass)) = self.credentials.for_url(&dist.url) {
                     req = req.basic_auth(user, Some(pass));
                 }
-                let http = |source| WheelFetchError::Http { url: dist.url.clone(), source };
+                let http = |source| WheelFetchError::Http { url: dist.url.to_string(), source };
                 let resp = req.send().await.map_err(http)?;
                 let status = resp.status();
                 if !status.is_success() {
@@ -217,17 +217,17 @@ impl WheelStore {
                     } else {
                         ""
                     };
-                    return Err(WheelFetchError::Status { url: dist.url.clone(), status: status.as_u16(), hint });
+                    return Err(WheelFetchError::Status { url: dist.url.to_string(), status: status.as_u16(), hint });
                 }
                 if resp.content_length().is_some_and(|n| n > MAX_WHEEL_BYTES) {
-                    return Err(WheelFetchError::TooLarge { url: dist.url.clone(), cap: MAX_WHEEL_BYTES });
+                    return Err(WheelFetchError::TooLarge { url: dist.url.to_string(), cap: MAX_WHEEL_BYTES });
                 }
                 let mut body = resp.bytes_stream();
                 while let Some(chunk) = body.next().await {
                     let chunk = chunk.map_err(http)?;
                     total += chunk.len() as u64;
                     if total > MAX_WHEEL_BYTES {
-                        return Err(WheelFetchError::TooLarge { url: dist.url.clone(), cap: MAX_WHEEL_BYTES });
+                        return Err(WheelFetchError::TooLarge { url: dist.url.to_string(), cap: MAX_WHEEL_BYTES });
                     }
                     hasher.update(&chunk);
                     tmp.write_all(&chunk).map_err(io(tmp.path()))?;
@@ -237,7 +237,7 @@ impl WheelStore {
         }
         let actual = crate::fetch::hex(&hasher.finalize());
         if actual != dist.sha256 {
-            return Err(WheelFetchError::Hash { url: dist.url.clone(), expected: dist.sha256.clone(), actual });
+            return Err(WheelFetchError::Hash { url: dist.url.to_string(), expected: dist.sha256.clone(), actual });
         }
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         tmp.persist(&dest).map_err(|e| WheelFetchError::Io { path: dest.clone(), source: e.error })?;

@@ -35,6 +35,35 @@ impl Dist {
         super::split_wheel_name(name).map(|_| name)
     }
 
+    /// The lock entry: name, version, URL (without credentials) and sha256.
+    pub fn to_lock(&self) -> Result<rattler_lock::PypiPackageData, String> {
+        use std::str::FromStr as _;
+        let name = pep508_rs::PackageName::from_str(&self.name).map_err(|e| format!("pip package {}: {e}", self.name))?;
+        let version = pep440_rs::Version::from_str(&self.version).map_err(|e| format!("pip package {} version {}: {e}", self.name, self.version))?;
+        let sha = rattler_digest::parse_digest_from_hex::<rattler_digest::Sha256>(&self.sha256).ok_or_else(|| format!("pip package {}: bad sha256", self.name))?;
+        Ok(rattler_lock::PypiPackageData::Distribution(Box::new(rattler_lock::PypiDistributionData {
+            name,
+            version,
+            location: rattler_lock::Verbatim::new(rattler_lock::UrlOrPath::Url(super::redact(&self.url))),
+            index_url: None,
+            hash: Some(rattler_lock::PackageHashes::Sha256(sha)),
+            requires_dist: Vec::new(),
+            requires_python: None,
+        })))
+    }
+
+    /// A wheel from a lock entry; the entry must name a `.whl` URL and its sha256.
+    pub fn from_lock(p: &rattler_lock::PypiPackageData) -> Result<Self, String> {
+        let rattler_lock::PypiPackageData::Distribution(d) = p else {
+            return Err(format!("pip package {}: a source tree; envlayer installs wheels", p.name()));
+        };
+        let url = d.location.inner().as_url().cloned().ok_or_else(|| format!("pip package {}: not a URL", d.name))?;
+        let sha256 = d.hash.as_ref().and_then(|h| h.sha256()).map(|h| crate::fetch::hex(h)).ok_or_else(|| format!("pip package {}: no sha256", d.name))?;
+        let dist = Self { name: super::normalize(d.name.as_ref()), version: d.version.to_string(), url: super::redact(&url), sha256, size: None };
+        dist.file_name().ok_or_else(|| format!("pip package {}: {} is not a wheel file name", d.name, crate::net::escape(url.path())))?;
+        Ok(dist)
+    }
+
     /// `pypi:<name>-<version>`, as layers are annotated.
     pub fn label(&self) -> String {
         format!("pypi:{}-{}", self.name, self.version)
@@ -184,6 +213,13 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
         ctext.push_str(&format!("{name}=={version}\n"));
     }
     std::fs::write(&constraints, ctext).map_err(io(&constraints))?;
+    // Conda's distributions may be versions no index has: uv sees them as metadata-only wheels in a
+    // folder of their own, pinned by the constraints and never emitted.
+    let provided_dir = input.scratch.join("provided");
+    std::fs::create_dir_all(&provided_dir).map_err(io(&provided_dir))?;
+    for (name, version) in input.provided {
+        write_stub_wheel(&provided_dir, name, version).map_err(io(&provided_dir))?;
+    }
     let out = input.scratch.join("pylock.toml");
     let (py_major, py_minor) = input.target.python;
     let mut cmd = tokio::process::Command::new(&uv.program);
@@ -214,20 +250,50 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
     if !input.index.extra_index_urls.is_empty() {
         cmd.env("UV_EXTRA_INDEX_URL", input.index.extra_index_urls.iter().map(Url::as_str).collect::<Vec<_>>().join(" "));
     }
-    if !input.index.find_links.is_empty() {
-        cmd.env("UV_FIND_LINKS", input.index.find_links.iter().map(Url::as_str).collect::<Vec<_>>().join(","));
+    let mut find_links: Vec<String> = input.index.find_links.iter().map(|u| u.to_string()).collect();
+    if !input.provided.is_empty() {
+        find_links.push(provided_dir.display().to_string());
+    }
+    if !find_links.is_empty() {
+        cmd.env("UV_FIND_LINKS", find_links.join(","));
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     let child = cmd.spawn().map_err(|source| ResolveError::NoUv { uv: uv.program.display().to_string(), source })?;
     let output = child.wait_with_output().await.map_err(|source| ResolveError::NoUv { uv: uv.program.display().to_string(), source })?;
     if !output.status.success() {
-        let message = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(64 << 10)]).into_owned();
+        let message = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(64 << 10)]);
+        let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim()).to_string();
         return Err(ResolveError::Unsolvable { python: input.target.python, platform, message: cut_credentials(&message, input.index) });
     }
     let text = std::fs::read_to_string(&out).map_err(io(&out))?;
     let dists = read_pylock(&text, input.scratch, input.target, &platform)?;
     check_hashes(input.spec, &dists)?;
     Ok(dists.into_iter().filter(|d| !input.provided.contains_key(&d.name)).collect())
+}
+
+/// A wheel with only metadata, standing for a distribution a conda package installs.
+fn write_stub_wheel(dir: &Path, name: &str, version: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let escaped = name.replace('-', "_");
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '!'));
+    if !ok(&escaped) || !ok(version) {
+        return Ok(()); // a name or version no wheel could carry: then it is simply not offered
+    }
+    let info = format!("{escaped}-{version}.dist-info");
+    let files = [
+        (format!("{info}/METADATA"), format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")),
+        (format!("{info}/WHEEL"), "Wheel-Version: 1.0\nGenerator: envlayer\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_string()),
+        (format!("{info}/RECORD"), String::new()),
+    ];
+    let file = std::fs::File::create(dir.join(format!("{escaped}-{version}-py3-none-any.whl")))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (path, text) in files {
+        zip.start_file(path, options).map_err(std::io::Error::other)?;
+        zip.write_all(text.as_bytes())?;
+    }
+    zip.finish().map_err(std::io::Error::other)?;
+    Ok(())
 }
 
 async fn check_version(uv: &Uv) -> Result<(), ResolveError> {

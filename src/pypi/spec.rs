@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use url::Url;
 
-/// Where distributions come from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where distributions come from. Its `Debug` shows the URLs without credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct IndexOptions {
     /// `--index-url`: replaces PyPI.
     pub index_url: Option<Url>,
@@ -16,6 +16,17 @@ pub struct IndexOptions {
     pub extra_index_urls: Vec<Url>,
     /// `--find-links`: a folder of distributions, or a page of links.
     pub find_links: Vec<Url>,
+}
+
+impl std::fmt::Debug for IndexOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |u: &Url| super::redact(u).to_string();
+        f.debug_struct("IndexOptions")
+            .field("index_url", &self.index_url.as_ref().map(shown))
+            .field("extra_index_urls", &self.extra_index_urls.iter().map(shown).collect::<Vec<_>>())
+            .field("find_links", &self.find_links.iter().map(shown).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl IndexOptions {

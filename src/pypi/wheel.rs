@@ -109,6 +109,9 @@ fn record_hash(data: &[u8]) -> String {
     format!("sha256={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(data)))
 }
 
+/// Compiles `.pyc` files for the stage and installed paths given, returning the ones it added.
+pub type Compile<'a> = dyn Fn(&Path, &[String]) -> Result<Vec<String>, crate::install::InstallError> + 'a;
+
 /// Installs `wheel` (`file_name` as the index named it) into `stage`, laid out relative to the prefix.
 /// `compile` is given the stage and the installed paths and returns the `.pyc` files it added, which go
 /// in `RECORD` like pip's.
@@ -117,7 +120,7 @@ pub fn install(
     file_name: &str,
     stage: &Path,
     scheme: &Scheme,
-    compile: &dyn Fn(&Path, &[String]) -> Result<Vec<String>, crate::install::InstallError>,
+    compile: &Compile<'_>,
 ) -> Result<InstalledWheel, WheelError> {
     let format = |reason: String| WheelError::Format { wheel: file_name.to_string(), reason };
     let io = |path: &Path| {

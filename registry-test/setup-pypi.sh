@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The pip side of the tests, made once into DIR (default target/pypi-tools):
+#   DIR/venv        uv (resolves pip requirements for envlayer) and pypiserver (a real PEP 503 index),
+#                   pinned, from PyPI
+#   DIR/wheelhouse  real wheels from PyPI for CPython 3.11 on manylinux x86_64, the tests' index content
+# usage: setup-pypi.sh [DIR]; prints DIR. Safe to run again: finished parts are kept.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+dir=${1:-$here/../target/pypi-tools}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+# Pins: bump together with the README ("Pip packages") and MIN_UV in src/pypi/resolve.rs.
+UV=uv==0.13.9
+PYPISERVER=pypiserver==2.4.2
+WHEELS=(tabulate==0.9.0 msgpack==1.1.0 python-dateutil==2.9.0.post0 six==1.16.0 attrs==24.2.0)
+if [ ! -x "$dir/venv/bin/uv" ] || [ ! -x "$dir/venv/bin/pypi-server" ]; then
+  rm -rf "$dir/venv.tmp"
+  python3 -m venv "$dir/venv.tmp" >&2
+  "$dir/venv.tmp/bin/pip" install -q --disable-pip-version-check "$UV" "$PYPISERVER" passlib >&2
+  rm -rf "$dir/venv"
+  mv "$dir/venv.tmp" "$dir/venv"
+  # The venv's scripts name venv.tmp in their shebangs; make them name the final folder.
+  sed -i "1s|$dir/venv.tmp/|$dir/venv/|" "$dir"/venv/bin/* 2>/dev/null || true
+fi
+if [ ! -f "$dir/wheelhouse/.done" ]; then
+  rm -rf "$dir/wheelhouse"
+  mkdir -p "$dir/wheelhouse"
+  "$dir/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: \
+    --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+    -d "$dir/wheelhouse" "${WHEELS[@]}" >&2
+  touch "$dir/wheelhouse/.done"
+fi
+echo "$dir"
