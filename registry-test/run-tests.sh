@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the tests use (skopeo, umoci, the
 # registry, containerd, runc, openssl, htpasswd, GNU time for peak-memory checks; grpcio from PyPI for the
-# CRI client), then runs every
+# CRI client; uv, pypiserver and real wheels from PyPI for the pip tests), then runs every
 # Rust test of the workspace (after clippy), then each fuzz target for a bounded time, and prints one
 # totals line.
 set -euo pipefail
@@ -23,6 +23,10 @@ if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools 2>&1 | grep -v "Running pip as the 'root'" >&2 || true
 fi
 [ -d ../shared/fixtures/channels ] || { echo "../shared/fixtures/channels is missing" >&2; exit 1; }
+# The pip tests' tools and data: uv and pypiserver (pinned, from PyPI, in a venv) and real wheels from
+# PyPI, under target/pypi-tools (the tests also make it on first use; doing it here shows a failure early).
+python3 -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }
+./registry-test/setup-pypi.sh >/dev/null
 # Lints first: clippy on every target, warnings are errors (the library may not print: see Cargo.toml).
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -3,7 +3,8 @@
 # serving the wheels in WHEELS, in the background. With USER and PASSWORD, downloads and listings need
 # HTTP basic auth.
 # usage: start-pypi.sh TOOLS WORKDIR WHEELS [USER PASSWORD]
-# Writes WORKDIR/addr (host:port), WORKDIR/pids and WORKDIR/pypi.log; prints http://ADDR/simple/.
+# Writes WORKDIR/addr (host:port), WORKDIR/pids and WORKDIR/pypi.log (with an access log line per
+# request); prints http://ADDR/simple/.
 set -euo pipefail
 tools=${1:?usage: start-pypi.sh TOOLS WORKDIR WHEELS [USER PASSWORD]}
 work=$(mkdir -p "${2:?}" && cd "$2" && pwd)
@@ -15,7 +16,7 @@ if [ -n "${4:-}" ]; then
   htpasswd -bc "$work/htpasswd" "$4" "${5:?}" 2>/dev/null
   auth=(-a download,list,update -P "$work/htpasswd")
 fi
-"$tools/venv/bin/pypi-server" run -p "$port" -i 127.0.0.1 --disable-fallback "${auth[@]}" "$wheels" > "$work/pypi.log" 2>&1 &
+"$tools/venv/bin/pypi-server" run -p "$port" -i 127.0.0.1 -v --disable-fallback "${auth[@]}" "$wheels" > "$work/pypi.log" 2>&1 &
 echo $! >> "$work/pids"
 for _ in $(seq 1 200); do
   grep -q "Listening on" "$work/pypi.log" && break

@@ -444,7 +444,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let mut warnings = plan.warnings.clone();
     warnings.extend(baked.clobbers.iter().map(|c| {
         format!(
-            "clobber: {} is installed by {} and {}; the image has {}'s (the later in dependency order, as conda does)",
+            "clobber: {} is installed by {} and {}; the image has {}'s (the later in install order: dependency order as conda does, pip packages after conda's as `pip install` does)",
             c.path,
             c.losers.join(", "),
             c.winner,

@@ -52,6 +52,15 @@ pub async fn wheels(
         .tempdir_in(crate::scratch::cache_dir(&opts.cache_dir).map_err(|source| BuildError::Io { path: opts.cache_dir.clone(), source })?)
         .map_err(|source| BuildError::Io { path: opts.cache_dir.clone(), source })?;
     let uv = Uv { program: opts.uv.clone(), cache_dir: opts.cache_dir.join("uv") };
-    let input = ResolveInput { spec: pip, index: &inputs.pip_index, target: &target, provided: &provided, scratch: scratch.path() };
+    let credentials = crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref());
+    let input = ResolveInput {
+        spec: pip,
+        index: &inputs.pip_index,
+        target: &target,
+        provided: &provided,
+        scratch: scratch.path(),
+        credentials: &credentials,
+        timeouts: opts.network,
+    };
     Ok(crate::pypi::resolve::resolve(&uv, &input).await?)
 }

@@ -117,6 +117,22 @@ impl Credentials {
     }
 }
 
+/// The first index with credentials that refuses them (401 or 403 to a GET of its URL), redacted.
+pub async fn refused_index(index: &IndexOptions, credentials: &Credentials, timeouts: crate::net::Timeouts) -> Option<(String, u16)> {
+    let client = crate::net::client_builder(timeouts).build().ok()?;
+    for url in index.index_url.iter().chain(&index.extra_index_urls) {
+        let Some((user, pass)) = credentials.for_url(url) else { continue };
+        let plain = super::redact(url);
+        let resp = client.get(plain.clone()).basic_auth(user, Some(pass)).send().await;
+        if let Ok(resp) = resp {
+            if matches!(resp.status().as_u16(), 401 | 403) {
+                return Some((plain.to_string(), resp.status().as_u16()));
+            }
+        }
+    }
+    None
+}
+
 fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }

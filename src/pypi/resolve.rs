@@ -125,6 +125,15 @@ pub enum ResolveError {
         /// uv's message, with credentials cut.
         message: String,
     },
+    /// An index refused its credentials (found when uv could not resolve, by asking each index with
+    /// credentials once).
+    #[error("{index} refused the credentials given for it (HTTP {status}); check the user and password in its URL, ~/.netrc or PIP_INDEX_URL / PIP_EXTRA_INDEX_URL")]
+    Denied {
+        /// The index, without credentials.
+        index: String,
+        /// 401 or 403.
+        status: u16,
+    },
     /// A target envlayer cannot resolve pip packages for.
     #[error("platform {platform}: envlayer installs pip packages for linux-64 and linux-aarch64 only")]
     Platform {
@@ -193,6 +202,10 @@ pub struct ResolveInput<'a> {
     pub provided: &'a BTreeMap<String, String>,
     /// A folder for the input and output files.
     pub scratch: &'a Path,
+    /// The indexes' credentials (from their URLs and `.netrc`).
+    pub credentials: &'a super::fetch::Credentials,
+    /// Timeouts for asking an index directly.
+    pub timeouts: crate::net::Timeouts,
 }
 
 /// Resolves the requirements to one wheel per distribution, in name order; the conda-provided ones are
@@ -263,6 +276,11 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
     if !output.status.success() {
         let message = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(64 << 10)]);
         let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim()).to_string();
+        // uv may report an index that refuses its credentials as a package that is not there: ask the
+        // indexes with credentials directly, to say which one it is.
+        if let Some((index, status)) = super::fetch::refused_index(input.index, input.credentials, input.timeouts).await {
+            return Err(ResolveError::Denied { index, status });
+        }
         return Err(ResolveError::Unsolvable { python: input.target.python, platform, message: cut_credentials(&message, input.index) });
     }
     let text = std::fs::read_to_string(&out).map_err(io(&out))?;

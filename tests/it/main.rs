@@ -17,6 +17,7 @@ mod image_runs;
 mod lifecycle;
 mod link_scripts;
 mod output_safety;
+mod pip;
 mod real_packages;
 mod registry;
 mod reproducible;

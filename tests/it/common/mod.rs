@@ -228,3 +228,49 @@ pub fn envlayer_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, S
     let out = cmd.output().expect("run envlayer");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The pip test tools (uv, pypiserver) and the wheelhouse of real wheels from PyPI, made once per
+/// checkout by registry-test/setup-pypi.sh under target/pypi-tools.
+pub fn pypi_tools() -> PathBuf {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    TOOLS
+        .get_or_init(|| {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("registry-test/setup-pypi.sh");
+            PathBuf::from(run(Command::new("bash").arg(script)).trim())
+        })
+        .clone()
+}
+
+/// The uv that envlayer resolves pip requirements with in tests.
+pub fn uv() -> String {
+    pypi_tools().join("venv/bin/uv").display().to_string()
+}
+
+impl Service {
+    /// pypiserver serving `wheels`; with `auth` (user, password) it asks for basic auth.
+    pub fn pypi(dir: &Path, wheels: &Path, auth: Option<(&str, &str)>) -> Service {
+        let tools = pypi_tools();
+        let mut args = vec![tools.to_str().unwrap().to_string(), dir.to_str().unwrap().to_string(), wheels.to_str().unwrap().to_string()];
+        if let Some((u, p)) = auth {
+            args.push(u.to_string());
+            args.push(p.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Service::start("start-pypi.sh", &args, dir, &[])
+    }
+}
+
+/// A folder holding the named wheels of the wheelhouse (by file-name prefix).
+pub fn wheels(dir: &Path, prefixes: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(pypi_tools().join("wheelhouse")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| name.starts_with(p)) {
+            std::fs::copy(e.path(), dir.join(&name)).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}
