@@ -178,3 +178,21 @@ fn read_info(archive: &std::path::Path) -> std::io::Result<(Option<String>, Vec<
     }
     Ok((paths, messages.into_values().collect()))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn python_distributions_are_read_from_site_packages_paths() {
+        let paths = [
+            "lib/python3.11/site-packages/requests-2.34.2.dist-info/METADATA",
+            "lib/python3.11/site-packages/requests/__init__.py",
+            "site-packages/Flask_Cors-4.0.1.dist-info/RECORD",
+            "lib/python3.11/site-packages/six-1.16.0-py3.11.egg-info/PKG-INFO",
+            "share/doc/x-1.0.dist-info/README",
+        ];
+        assert_eq!(
+            super::python_dists(paths.into_iter()),
+            vec![("flask-cors".into(), "4.0.1".into()), ("requests".into(), "2.34.2".into()), ("six".into(), "1.16.0".into())]
+        );
+    }
+}

@@ -257,6 +257,8 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
             cmd.env(var, v);
         }
     }
+    // uv's own read timeout follows envlayer's idle timeout.
+    cmd.env("UV_HTTP_TIMEOUT", input.timeouts.idle.as_secs().max(1).to_string());
     if let Some(u) = &input.index.index_url {
         cmd.env("UV_INDEX_URL", u.as_str());
     }
@@ -275,7 +277,10 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
     let output = child.wait_with_output().await.map_err(|source| ResolveError::NoUv { uv: uv.program.display().to_string(), source })?;
     if !output.status.success() {
         let message = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(64 << 10)]);
-        let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim()).to_string();
+        let mut message = message.trim().strip_prefix("error: ").unwrap_or(message.trim()).to_string();
+        if message.contains("building from source is disabled") {
+            message.push_str("\nenvlayer installs wheels only: ask the index for a wheel of it, or install it from a conda package");
+        }
         // uv may report an index that refuses its credentials as a package that is not there: ask the
         // indexes with credentials directly, to say which one it is.
         if let Some((index, status)) = super::fetch::refused_index(input.index, input.credentials, input.timeouts).await {
@@ -284,9 +289,9 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
         return Err(ResolveError::Unsolvable { python: input.target.python, platform, message: cut_credentials(&message, input.index) });
     }
     let text = std::fs::read_to_string(&out).map_err(io(&out))?;
-    let dists = read_pylock(&text, input.scratch, input.target, &platform)?;
+    let dists: Vec<Dist> = read_pylock(&text, input.scratch, input.target, &platform)?.into_iter().filter(|d| !input.provided.contains_key(&d.name)).collect();
     check_hashes(input.spec, &dists)?;
-    Ok(dists.into_iter().filter(|d| !input.provided.contains_key(&d.name)).collect())
+    Ok(dists)
 }
 
 /// A wheel with only metadata, standing for a distribution a conda package installs.
