@@ -401,7 +401,8 @@ mod tests {
         let record = std::fs::read_to_string(stage.join("lib/python3.11/site-packages/demo-1.0.dist-info/RECORD")).unwrap();
         assert!(record.contains("../../../bin/demo,sha256=") && record.contains("demo-1.0.dist-info/RECORD,,"), "{record}");
 
-        let cases: [(&str, Vec<(&str, &[u8])>, Option<&str>, &str); 4] = [
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, Option<&'a str>, &'a str);
+        let cases: [Case; 4] = [
             ("evil-1.0-py3-none-any.whl", vec![("../../etc/passwd", b"x")], None, "unsafe path"),
             ("evil-1.0-py3-none-any.whl", vec![("/etc/passwd", b"x")], None, "unsafe path"),
             ("evil-1.0-py3-none-any.whl", vec![("evil-1.0.data/weird/x", b"x")], None, "unknown scheme"),
