@@ -103,7 +103,7 @@ pub fn identity(opts: &BuildOptions, inputs: &Inputs, base_digest: Option<&Diges
         Some(l) => Some(Digest::of(&std::fs::read(l).map_err(|source| BuildError::Io { path: l.clone(), source })?).to_string()),
         None => None,
     };
-    Ok(Digest::of(&crate::image::canonical_json(&serde_json::json!({
+    let mut input = serde_json::json!({
         "format": crate::cache::LAYER_FORMAT,
         "name": inputs.spec.name,
         "specs": specs,
@@ -119,11 +119,15 @@ pub fn identity(opts: &BuildOptions, inputs: &Inputs, base_digest: Option<&Diges
         "ttl": opts.ttl.map(format_ttl),
         "labels": inputs.labels,
         "annotations": inputs.annotations,
-        "pip": inputs.spec.pip.as_ref().map(|p| serde_json::json!({
+    });
+    // Only environments with a pip part have the key: a conda environment keeps the identity (and the
+    // `resolve` hits) it had before pip support.
+    if let Some(p) = &inputs.spec.pip {
+        input["pip"] = serde_json::json!({
             "requirements": p.requirements.iter().map(|r| (&r.text, &r.hashes)).collect::<Vec<_>>(),
             "constraints": p.constraints.iter().map(|r| &r.text).collect::<Vec<_>>(),
             "indexes": inputs.pip_index.urls().map(|u| crate::pypi::redact(u).to_string()).collect::<Vec<_>>(),
-        })),
-    })))
-    .hex())
+        });
+    }
+    Ok(Digest::of(&crate::image::canonical_json(&input)).hex())
 }
