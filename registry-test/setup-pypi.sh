@@ -3,6 +3,7 @@
 #   DIR/venv        uv (resolves pip requirements for envlayer) and pypiserver (a real PEP 503 index),
 #                   pinned, from PyPI
 #   DIR/wheelhouse  real wheels from PyPI for CPython 3.11 on manylinux x86_64, the tests' index content
+#   DIR/sdists      a real source distribution from PyPI (and setuptools, its build backend, as a wheel)
 # usage: setup-pypi.sh [DIR]; prints DIR. Safe to run again: finished parts are kept.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,6 +14,8 @@ dir=$(cd "$dir" && pwd)
 UV=uv==0.13.9
 PYPISERVER=pypiserver==2.4.2
 WHEELS=(tabulate==0.9.0 msgpack==1.1.0 python-dateutil==2.9.0.post0 six==1.16.0 attrs==24.2.0)
+SDISTS=(six==1.16.0)
+BACKEND=(setuptools==75.8.0)
 if [ ! -x "$dir/venv/bin/uv" ] || [ ! -x "$dir/venv/bin/pypi-server" ]; then
   rm -rf "$dir/venv.tmp"
   python3 -m venv "$dir/venv.tmp" >&2
@@ -29,5 +32,12 @@ if [ ! -f "$dir/wheelhouse/.done" ]; then
     --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
     -d "$dir/wheelhouse" "${WHEELS[@]}" >&2
   touch "$dir/wheelhouse/.done"
+fi
+if [ ! -f "$dir/sdists/.done" ]; then
+  rm -rf "$dir/sdists"
+  mkdir -p "$dir/sdists"
+  "$dir/venv/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$dir/sdists" "${SDISTS[@]}" >&2
+  "$dir/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: -d "$dir/sdists" "${BACKEND[@]}" >&2
+  touch "$dir/sdists/.done"
 fi
 echo "$dir"

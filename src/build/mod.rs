@@ -407,14 +407,15 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let cache = LayerCache::new(opts.cache_dir.clone());
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
     let infos = plan::inspect(opts, &records, &store).await?;
-    let wheels = pip::wheels(opts, &inputs, &infos, python.as_ref()).await?;
+    let wheel_store = crate::pypi::fetch::WheelStore::new(&opts.cache_dir, opts.network, crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref()));
+    let pip_cx = pip::PipContext { records: &records, infos: &infos, python: python.as_ref(), store: &store, wheels: &wheel_store };
+    let wheels = pip::wheels(opts, &inputs, &pip_cx).await?;
     let plan = plan::plan(opts, &inputs, &records, &infos, &wheels, python, base_layers)?;
     timings.insert("inspect".to_string(), t1.elapsed().as_millis() as u64);
 
     reporter.start(Stage::Fetch, plan.baked.len() as u64);
     reporter.start(Stage::Install, plan.baked.len() as u64);
     reporter.start(Stage::Pack, plan.groups.len() as u64 + 1);
-    let wheel_store = crate::pypi::fetch::WheelStore::new(&opts.cache_dir, opts.network, crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref()));
     let baker = package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python, &wheels, Some(wheel_store))?;
     let baked = baker.bake(&plan.baked, &plan.groups, opts.jobs).await?;
     reporter.finish(Stage::Fetch);

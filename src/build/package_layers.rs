@@ -159,7 +159,8 @@ impl<'a> Baker<'a> {
         let scheme = crate::pypi::wheel::Scheme::for_python(&self.params.target.prefix, major, minor);
         let compiler = self.compiler().await?;
         let stage = self.tmp.path().join(i.to_string());
-        let file = dist.file_name().unwrap_or_default().to_string();
+        // An sdist's layer installs the wheel built from it.
+        let file = wheel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let label = dist.label();
         let st = stage.clone();
         let installed = tokio::task::spawn_blocking(move || {

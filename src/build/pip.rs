@@ -1,20 +1,35 @@
 //! Step 3b, pip: the wheels of the environment's pip part, from the lock file or resolved by uv for the
 //! target. Runs after the conda packages are known and inspected, because the distributions they
-//! provide (their `site-packages/*.dist-info`) satisfy pip requirements for them.
+//! provide (their `site-packages/*.dist-info`) satisfy pip requirements for them. Distributions with only
+//! a source distribution are built into wheels here, with the environment's own python, when this
+//! machine can run it (as for `.pyc`), and kept in the cache under the sdist's sha256.
 
 use super::{BuildError, BuildOptions, Inputs};
+use crate::fetch::PackageStore;
 use crate::link_scripts::LinkInfo;
-use crate::pypi::resolve::{Dist, ResolveInput, Target, Uv};
+use crate::pypi::fetch::WheelStore;
+use crate::pypi::resolve::{Dist, ResolveError, ResolveInput, Target, Uv};
 use crate::spec::InstallMode;
+use rattler_conda_types::RepoDataRecord;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// What the pip step needs besides the inputs.
+pub struct PipContext<'a> {
+    /// The conda packages (to make a build environment from, for sdists).
+    pub records: &'a [RepoDataRecord],
+    /// What each conda package provides.
+    pub infos: &'a [LinkInfo],
+    /// The environment's python.
+    pub python: Option<&'a rattler::install::PythonInfo>,
+    /// Conda package archives.
+    pub store: &'a PackageStore,
+    /// Wheels and sdists.
+    pub wheels: &'a WheelStore,
+}
 
 /// The wheels to install, in name order; empty for an environment without a pip part.
-pub async fn wheels(
-    opts: &BuildOptions,
-    inputs: &Inputs,
-    infos: &[LinkInfo],
-    python: Option<&rattler::install::PythonInfo>,
-) -> Result<Vec<Dist>, BuildError> {
+pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -> Result<Vec<Dist>, BuildError> {
     let Some(pip) = &inputs.spec.pip else { return Ok(Vec::new()) };
     if pip.requirements.is_empty() {
         return Ok(Vec::new());
@@ -22,45 +37,114 @@ pub async fn wheels(
     if inputs.install_mode == InstallMode::Runtime {
         return Err(BuildError::PipAtRuntime);
     }
-    let python = python.ok_or_else(|| BuildError::NoPythonForPip { package: pip.requirements[0].text.clone() })?;
-    if let Some(lock) = &opts.lock {
-        let dists = crate::solve::read_lock_pypi(lock, opts.platform)?;
-        if !dists.is_empty() {
-            return Ok(dists);
-        }
-        // A lock without pip packages (written before the pip part was added): resolve them.
-    }
-    let mut provided = BTreeMap::new();
-    for info in infos {
-        for (name, version) in &info.python_dists {
-            provided.insert(name.clone(), version.clone());
-        }
-    }
-    let glibc = inputs
-        .virtual_packages
-        .iter()
-        .find(|v| v.name.as_normalized() == "__glibc")
-        .map(|v| {
-            let text = v.version.to_string();
-            let mut parts = text.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-            (parts.next().unwrap_or(2), parts.next().unwrap_or(17))
-        })
-        .unwrap_or((2, 17));
-    let target = Target { python: python.short_version, platform: opts.platform, glibc };
-    let scratch = tempfile::Builder::new()
-        .prefix("pip-")
-        .tempdir_in(crate::scratch::cache_dir(&opts.cache_dir).map_err(|source| BuildError::Io { path: opts.cache_dir.clone(), source })?)
-        .map_err(|source| BuildError::Io { path: opts.cache_dir.clone(), source })?;
+    let python = cx.python.ok_or_else(|| BuildError::NoPythonForPip { package: pip.requirements[0].text.clone() })?;
     let uv = Uv { program: opts.uv.clone(), cache_dir: opts.cache_dir.join("uv") };
-    let credentials = crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref());
-    let input = ResolveInput {
-        spec: pip,
-        index: &inputs.pip_index,
-        target: &target,
-        provided: &provided,
-        scratch: scratch.path(),
-        credentials: &credentials,
-        timeouts: opts.network,
+    let mut builder: Option<BuildEnv> = None;
+    let locked = match &opts.lock {
+        Some(lock) => crate::solve::read_lock_pypi(lock, opts.platform)?,
+        None => Vec::new(),
     };
-    Ok(crate::pypi::resolve::resolve(&uv, &input).await?)
+    // A lock without pip packages (written before the pip part was added) means: resolve them.
+    let dists = if !locked.is_empty() {
+        locked
+    } else {
+        let mut provided = BTreeMap::new();
+        for info in cx.infos {
+            for (name, version) in &info.python_dists {
+                provided.insert(name.clone(), version.clone());
+            }
+        }
+        let glibc = inputs
+            .virtual_packages
+            .iter()
+            .find(|v| v.name.as_normalized() == "__glibc")
+            .map(|v| {
+                let text = v.version.to_string();
+                let mut parts = text.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+                (parts.next().unwrap_or(2), parts.next().unwrap_or(17))
+            })
+            .unwrap_or((2, 17));
+        let target = Target { python: python.short_version, platform: opts.platform, glibc };
+        let scratch = scratch(opts, "pip-")?;
+        let credentials = crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref());
+        let mut input = ResolveInput {
+            spec: pip,
+            index: &inputs.pip_index,
+            target: &target,
+            provided: &provided,
+            scratch: scratch.path(),
+            credentials: &credentials,
+            timeouts: opts.network,
+            builder: None,
+        };
+        match crate::pypi::resolve::resolve(&uv, &input).await {
+            Err(ResolveError::NeedsBuild { message }) => {
+                if !can_run(opts) {
+                    return Err(ResolveError::Unsolvable { python: target.python, platform: target.uv_platform()?, message: format!("{message}\n{}", cannot_run(opts)) }.into());
+                }
+                let env = BuildEnv::make(opts, cx, python).await?;
+                input.builder = Some(&env.python);
+                let dists = crate::pypi::resolve::resolve(&uv, &input).await?;
+                builder = Some(env);
+                dists
+            }
+            other => other?,
+        }
+    };
+    // Sdists not built yet (in this resolve, or in the build the lock came from) are built now.
+    for dist in dists.iter().filter(|d| d.sdist && cx.wheels.built(d).is_none()) {
+        if !can_run(opts) {
+            return Err(ResolveError::NoWheel { name: dist.name.clone(), version: dist.version.clone(), python: python.short_version, platform: opts.platform.to_string() }.into());
+        }
+        if builder.is_none() {
+            builder = Some(BuildEnv::make(opts, cx, python).await?);
+        }
+        let env = builder.as_ref().expect("made above");
+        let (sdist, _) = cx.wheels.download(dist).await?;
+        let out = scratch(opts, "built-")?;
+        let wheel = crate::pypi::resolve::build_wheel(&uv, &env.python, &sdist, out.path(), &inputs.pip_index, opts.network).await?;
+        cx.wheels.put_built(dist, &wheel)?;
+    }
+    Ok(dists)
+}
+
+fn can_run(opts: &BuildOptions) -> bool {
+    rattler_conda_types::Subdir::current() == Some(opts.platform)
+}
+
+fn cannot_run(opts: &BuildOptions) -> String {
+    format!(
+        "building them needs the environment's python, and this machine cannot run it (image platform {}, build machine {}): build on a {} machine, ask the index for wheels, or install them from conda packages",
+        opts.platform,
+        rattler_conda_types::Subdir::current().map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+        opts.platform
+    )
+}
+
+fn scratch(opts: &BuildOptions, prefix: &str) -> Result<tempfile::TempDir, BuildError> {
+    let io = |source| BuildError::Io { path: opts.cache_dir.clone(), source };
+    tempfile::Builder::new().prefix(prefix).tempdir_in(crate::scratch::cache_dir(&opts.cache_dir).map_err(io)?).map_err(io)
+}
+
+/// The conda environment installed for a temporary folder of this machine (so its python, headers and
+/// `sysconfig` name where they really are): what sdists are built with.
+struct BuildEnv {
+    _dir: tempfile::TempDir,
+    python: PathBuf,
+}
+
+impl BuildEnv {
+    async fn make(opts: &BuildOptions, cx: &PipContext<'_>, python: &rattler::install::PythonInfo) -> Result<Self, BuildError> {
+        // A short path: binary placeholders must fit the new prefix (local packages may have short
+        // ones). Removed when the build ends (or with the system's temporary files if it is killed).
+        let dir = tempfile::Builder::new().prefix("envlayer-").tempdir().map_err(|source| BuildError::Io { path: std::env::temp_dir(), source })?;
+        let prefix = dir.path().display().to_string();
+        let target = crate::install::InstallTarget { prefix, platform: opts.platform, python: Some(python.clone()) };
+        for record in cx.records {
+            let fetched = cx.store.fetch(record).await?;
+            crate::install::install_package(&fetched.extracted, record, &target, dir.path()).await?;
+        }
+        let python = dir.path().join(&python.path);
+        Ok(Self { _dir: dir, python })
+    }
 }

@@ -53,6 +53,12 @@ pub enum WheelFetchError {
         /// The cap.
         cap: u64,
     },
+    /// An sdist that has not been built into a wheel.
+    #[error("{package}: a source distribution that was not built into a wheel")]
+    NotBuilt {
+        /// The distribution.
+        package: String,
+    },
     /// A name that is not a wheel file name, or a scheme envlayer does not fetch.
     #[error("{url}: not a wheel envlayer can fetch (http(s) or file URL of a .whl)")]
     Unsupported {
@@ -179,9 +185,47 @@ impl WheelStore {
         Self { root: cache.join("wheels"), client, credentials }
     }
 
-    /// The wheel of `dist` in the store, fetched and checked if it is not there yet; and whether it was
-    /// downloaded now.
+    /// The wheel of `dist` in the store, fetched and checked if it is not there yet (for an sdist: the
+    /// wheel built from it, see [`Self::put_built`]); and whether it was downloaded now.
     pub async fn fetch(&self, dist: &Dist) -> Result<(PathBuf, bool), WheelFetchError> {
+        if dist.sdist {
+            return self.built(dist).map(|w| (w, false)).ok_or_else(|| WheelFetchError::NotBuilt { package: dist.label() });
+        }
+        self.download(dist).await
+    }
+
+    /// The wheel built from `dist`'s sdist, if there is one: `<cache>/built/<sdist sha256>/<wheel>`.
+    pub fn built(&self, dist: &Dist) -> Option<PathBuf> {
+        let dir = self.root.with_file_name("built").join(&dist.sha256);
+        std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.file_name().and_then(|n| n.to_str()).and_then(super::split_wheel_name).is_some_and(|(n, _)| super::normalize(n) == dist.name))
+    }
+
+    /// Files `wheel`, built from `dist`'s sdist, in the store; returns where it is.
+    pub fn put_built(&self, dist: &Dist, wheel: &Path) -> Result<PathBuf, WheelFetchError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WheelFetchError::Io { path, source }
+        };
+        let name = wheel.file_name().ok_or_else(|| WheelFetchError::Unsupported { url: wheel.display().to_string() })?;
+        let dir = self.root.with_file_name("built").join(&dist.sha256);
+        let scratch = crate::scratch::cache_dir(&self.root).map_err(io(&self.root))?;
+        let tmp = tempfile::tempdir_in(&scratch).map_err(io(&scratch))?;
+        std::fs::copy(wheel, tmp.path().join(name)).map_err(io(wheel))?;
+        std::fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(io(&dir))?;
+        let staged = tmp.keep();
+        if std::fs::rename(&staged, &dir).is_err() {
+            // Another build filed one first: theirs is as good.
+            let _ = std::fs::remove_dir_all(&staged);
+        }
+        self.built(dist).ok_or_else(|| WheelFetchError::NotBuilt { package: dist.label() })
+    }
+
+    /// The file `dist` names (a wheel or an sdist), downloaded and checked if it is not in the store yet;
+    /// and whether it was downloaded now.
+    pub async fn download(&self, dist: &Dist) -> Result<(PathBuf, bool), WheelFetchError> {
         let unsupported = || WheelFetchError::Unsupported { url: dist.url.to_string() };
         let file = dist.file_name().ok_or_else(unsupported)?;
         let dir = self.root.join(&dist.sha256);

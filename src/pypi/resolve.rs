@@ -26,12 +26,22 @@ pub struct Dist {
     pub sha256: String,
     /// Its size, when the index gave it.
     pub size: Option<u64>,
+    /// The URL and sha256 are a source distribution's, which envlayer builds into a wheel (kept in the
+    /// cache under the sdist's sha256).
+    #[serde(default)]
+    pub sdist: bool,
 }
 
 impl Dist {
-    /// The wheel's file name (the URL's last segment), checked.
+    /// The wheel's (or sdist's) file name: the URL's last segment, checked.
     pub fn file_name(&self) -> Option<&str> {
         let name = self.url.path_segments()?.next_back()?;
+        if self.sdist {
+            let ok = (name.ends_with(".tar.gz") || name.ends_with(".zip"))
+                && !name.starts_with('.')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+' | '!'));
+            return ok.then_some(name);
+        }
         super::split_wheel_name(name).map(|_| name)
     }
 
@@ -59,7 +69,8 @@ impl Dist {
         };
         let url = d.location.inner().as_url().cloned().ok_or_else(|| format!("pip package {}: not a URL", d.name))?;
         let sha256 = d.hash.as_ref().and_then(|h| h.sha256()).map(|h| crate::fetch::hex(h)).ok_or_else(|| format!("pip package {}: no sha256", d.name))?;
-        let dist = Self { name: super::normalize(d.name.as_ref()), version: d.version.to_string(), url: super::redact(&url), sha256, size: None };
+        let sdist = url.path().ends_with(".tar.gz") || url.path().ends_with(".zip");
+        let dist = Self { name: super::normalize(d.name.as_ref()), version: d.version.to_string(), url: super::redact(&url), sha256, size: None, sdist };
         dist.file_name().ok_or_else(|| format!("pip package {}: {} is not a wheel file name", d.name, crate::net::escape(url.path())))?;
         Ok(dist)
     }
@@ -147,7 +158,7 @@ pub enum ResolveError {
         glibc: (u64, u64),
     },
     /// A distribution with no wheel for the target.
-    #[error("{name} {version} has no wheel for python {}.{} on {platform}, only a source distribution; envlayer does not build sdists yet (ask the index for a wheel, or install it from a conda package)", .python.0, .python.1)]
+    #[error("{name} {version} has no wheel for python {}.{} on {platform}, only a source distribution, and this machine cannot run the environment's python to build it (build on a {platform} machine, ask the index for a wheel, or install it from a conda package)", .python.0, .python.1)]
     NoWheel {
         /// The distribution.
         name: String,
@@ -157,6 +168,21 @@ pub enum ResolveError {
         python: (u64, u64),
         /// uv's `--python-platform`.
         platform: String,
+    },
+    /// Some distributions have only sdists, which need an interpreter to build (see
+    /// [`ResolveInput::builder`]); uv's message names them.
+    #[error("cannot resolve the pip requirements without building source distributions:\n{message}")]
+    NeedsBuild {
+        /// uv's message, with credentials cut.
+        message: String,
+    },
+    /// Building a source distribution failed.
+    #[error("cannot build a wheel from {sdist}:\n{message}")]
+    Build {
+        /// The sdist's file name.
+        sdist: String,
+        /// uv's output, with credentials cut.
+        message: String,
     },
     /// uv's output was not the pylock.toml envlayer reads.
     #[error("uv wrote a pylock.toml envlayer cannot read: {reason}")]
@@ -206,6 +232,8 @@ pub struct ResolveInput<'a> {
     pub credentials: &'a super::fetch::Credentials,
     /// Timeouts for asking an index directly.
     pub timeouts: crate::net::Timeouts,
+    /// The environment's python, runnable here, to build sdists with; without it sdists are refused.
+    pub builder: Option<&'a Path>,
 }
 
 /// Resolves the requirements to one wheel per distribution, in name order; the conda-provided ones are
@@ -236,7 +264,7 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
     let out = input.scratch.join("pylock.toml");
     let (py_major, py_minor) = input.target.python;
     let mut cmd = tokio::process::Command::new(&uv.program);
-    cmd.args(["pip", "compile", "--quiet", "--color", "never", "--no-config", "--no-header", "--no-annotate", "--no-build"])
+    cmd.args(["pip", "compile", "--quiet", "--color", "never", "--no-config", "--no-header", "--no-annotate"])
         .args(["--format", "pylock.toml", "--python-platform", &platform])
         .arg("--python-version")
         .arg(format!("{py_major}.{py_minor}"))
@@ -250,7 +278,39 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
     for name in input.provided.keys() {
         cmd.arg("--no-emit-package").arg(name);
     }
-    // Indexes go through the environment, not the command line, where other users could read credentials.
+    // Without an interpreter of the target that runs here, uv may not build anything (it would build
+    // with whatever python it finds on this machine).
+    match input.builder {
+        Some(python) => cmd.arg("--python").arg(python),
+        None => cmd.arg("--no-build"),
+    };
+    let mut find_links: Vec<String> = input.index.find_links.iter().map(|u| u.to_string()).collect();
+    if !input.provided.is_empty() {
+        find_links.push(provided_dir.display().to_string());
+    }
+    uv_env(&mut cmd, input.index, &find_links, input.timeouts);
+    let output = run(uv, cmd).await?;
+    if !output.status.success() {
+        let message = uv_message(&output.stderr, input.index);
+        if message.contains("building from source is disabled") {
+            return Err(ResolveError::NeedsBuild { message });
+        }
+        // uv may report an index that refuses its credentials as a package that is not there: ask the
+        // indexes with credentials directly, to say which one it is.
+        if let Some((index, status)) = super::fetch::refused_index(input.index, input.credentials, input.timeouts).await {
+            return Err(ResolveError::Denied { index, status });
+        }
+        return Err(ResolveError::Unsolvable { python: input.target.python, platform, message });
+    }
+    let text = std::fs::read_to_string(&out).map_err(io(&out))?;
+    let dists: Vec<Dist> = read_pylock(&text, input.scratch, input.target, &platform, input.builder.is_some())?.into_iter().filter(|d| !input.provided.contains_key(&d.name)).collect();
+    check_hashes(input.spec, &dists)?;
+    Ok(dists)
+}
+
+/// Indexes go through the environment, not the command line, where other users could read credentials;
+/// nothing else of this process's environment reaches uv but what it needs to run and trust TLS.
+fn uv_env(cmd: &mut tokio::process::Command, index: &IndexOptions, find_links: &[String], timeouts: crate::net::Timeouts) {
     cmd.env_clear();
     for var in ["PATH", "HOME", "NETRC", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR"] {
         if let Some(v) = std::env::var_os(var) {
@@ -258,40 +318,62 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
         }
     }
     // uv's own read timeout follows envlayer's idle timeout.
-    cmd.env("UV_HTTP_TIMEOUT", input.timeouts.idle.as_secs().max(1).to_string());
-    if let Some(u) = &input.index.index_url {
+    cmd.env("UV_HTTP_TIMEOUT", timeouts.idle.as_secs().max(1).to_string());
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+    if let Some(u) = &index.index_url {
         cmd.env("UV_INDEX_URL", u.as_str());
     }
-    if !input.index.extra_index_urls.is_empty() {
-        cmd.env("UV_EXTRA_INDEX_URL", input.index.extra_index_urls.iter().map(Url::as_str).collect::<Vec<_>>().join(" "));
-    }
-    let mut find_links: Vec<String> = input.index.find_links.iter().map(|u| u.to_string()).collect();
-    if !input.provided.is_empty() {
-        find_links.push(provided_dir.display().to_string());
+    if !index.extra_index_urls.is_empty() {
+        cmd.env("UV_EXTRA_INDEX_URL", index.extra_index_urls.iter().map(Url::as_str).collect::<Vec<_>>().join(" "));
     }
     if !find_links.is_empty() {
         cmd.env("UV_FIND_LINKS", find_links.join(","));
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-    let child = cmd.spawn().map_err(|source| ResolveError::NoUv { uv: uv.program.display().to_string(), source })?;
-    let output = child.wait_with_output().await.map_err(|source| ResolveError::NoUv { uv: uv.program.display().to_string(), source })?;
+}
+
+async fn run(uv: &Uv, mut cmd: tokio::process::Command) -> Result<std::process::Output, ResolveError> {
+    let shown = || uv.program.display().to_string();
+    let child = cmd.spawn().map_err(|source| ResolveError::NoUv { uv: shown(), source })?;
+    child.wait_with_output().await.map_err(|source| ResolveError::NoUv { uv: shown(), source })
+}
+
+/// uv's error output: at most 64 KiB, without its `error: ` prefix, and with credentials cut.
+fn uv_message(stderr: &[u8], index: &IndexOptions) -> String {
+    let message = String::from_utf8_lossy(&stderr[..stderr.len().min(64 << 10)]);
+    let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim()).to_string();
+    cut_credentials(&message, index)
+}
+
+/// Builds the sdist at `sdist` into a wheel in `out` with `python` (the environment's own interpreter),
+/// in uv's isolated build environment (build requirements come from the indexes); returns the wheel.
+pub async fn build_wheel(uv: &Uv, python: &Path, sdist: &Path, out: &Path, index: &IndexOptions, timeouts: crate::net::Timeouts) -> Result<PathBuf, ResolveError> {
+    check_version(uv).await?;
+    let name = sdist.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(&uv.program);
+    cmd.args(["build", "--quiet", "--color", "never", "--no-config", "--wheel"])
+        .arg("--python")
+        .arg(python)
+        .arg("--cache-dir")
+        .arg(&uv.cache_dir)
+        .arg("--out-dir")
+        .arg(out)
+        .arg(sdist);
+    let find_links: Vec<String> = index.find_links.iter().map(|u| u.to_string()).collect();
+    uv_env(&mut cmd, index, &find_links, timeouts);
+    let output = run(uv, cmd).await?;
     if !output.status.success() {
-        let message = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(64 << 10)]);
-        let mut message = message.trim().strip_prefix("error: ").unwrap_or(message.trim()).to_string();
-        if message.contains("building from source is disabled") {
-            message.push_str("\nenvlayer installs wheels only: ask the index for a wheel of it, or install it from a conda package");
-        }
-        // uv may report an index that refuses its credentials as a package that is not there: ask the
-        // indexes with credentials directly, to say which one it is.
-        if let Some((index, status)) = super::fetch::refused_index(input.index, input.credentials, input.timeouts).await {
-            return Err(ResolveError::Denied { index, status });
-        }
-        return Err(ResolveError::Unsolvable { python: input.target.python, platform, message: cut_credentials(&message, input.index) });
+        return Err(ResolveError::Build { sdist: name, message: uv_message(&output.stderr, index) });
     }
-    let text = std::fs::read_to_string(&out).map_err(io(&out))?;
-    let dists: Vec<Dist> = read_pylock(&text, input.scratch, input.target, &platform)?.into_iter().filter(|d| !input.provided.contains_key(&d.name)).collect();
-    check_hashes(input.spec, &dists)?;
-    Ok(dists)
+    let wheels: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(|source| ResolveError::Io { path: out.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).and_then(super::split_wheel_name).is_some())
+        .collect();
+    match wheels.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(ResolveError::Build { sdist: name, message: format!("uv left {} wheels in {}, not one", wheels.len(), out.display()) }),
+    }
 }
 
 /// A wheel with only metadata, standing for a distribution a conda package installs.
@@ -349,7 +431,7 @@ fn cut_credentials(message: &str, index: &IndexOptions) -> String {
 }
 
 /// The best wheel of each `[[packages]]` entry of uv's pylock.toml for the target.
-fn read_pylock(text: &str, base: &Path, target: &Target, platform: &str) -> Result<Vec<Dist>, ResolveError> {
+fn read_pylock(text: &str, base: &Path, target: &Target, platform: &str, allow_sdist: bool) -> Result<Vec<Dist>, ResolveError> {
     let bad = |reason: String| ResolveError::Output { reason };
     let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| bad(e.to_string()))?;
     let packages = match doc.get("packages") {
@@ -377,16 +459,28 @@ fn read_pylock(text: &str, base: &Path, target: &Target, platform: &str) -> Resu
                 return Err(bad(format!("{name}: a wheel's sha256 {:?} is not a sha256", crate::net::escape(sha256))));
             }
             let size = w.get("size").and_then(|s| s.as_integer()).and_then(|s| u64::try_from(s).ok());
-            let dist = Dist { name: super::normalize(name), version: version.to_string(), url: super::redact(&url), sha256: sha256.to_ascii_lowercase(), size };
+            let dist = Dist { name: super::normalize(name), version: version.to_string(), url: super::redact(&url), sha256: sha256.to_ascii_lowercase(), size, sdist: false };
             let Some(file) = dist.file_name() else { continue };
             let Some(rank) = rank(file, target.python) else { continue };
             if best.as_ref().is_none_or(|(r, _)| rank > *r) {
                 best = Some((rank, dist));
             }
         }
+        let sdist = || {
+            let t = p.get("sdist")?.as_inline_table()?;
+            let url = Url::parse(t.get("url")?.as_str()?).ok()?;
+            let sha256 = t.get("hashes")?.as_inline_table()?.get("sha256")?.as_str()?;
+            let ok = sha256.len() == 64 && sha256.chars().all(|c| c.is_ascii_hexdigit());
+            let size = t.get("size").and_then(|s| s.as_integer()).and_then(|s| u64::try_from(s).ok());
+            let d = Dist { name: super::normalize(name), version: version.to_string(), url: super::redact(&url), sha256: sha256.to_ascii_lowercase(), size, sdist: true };
+            (ok && d.file_name().is_some()).then_some(d)
+        };
         match best {
             Some((_, d)) => out.push(d),
-            None => return Err(ResolveError::NoWheel { name: name.to_string(), version: version.to_string(), python: target.python, platform: platform.to_string() }),
+            None => match sdist().filter(|_| allow_sdist) {
+                Some(d) => out.push(d),
+                None => return Err(ResolveError::NoWheel { name: name.to_string(), version: version.to_string(), python: target.python, platform: platform.to_string() }),
+            },
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -476,10 +570,10 @@ version = "1"
 sdist = { url = "https://h/only-sdist-1.tar.gz", hashes = { sha256 = "00" } }
 "#;
         let t = Target { python: (3, 11), platform: rattler_conda_types::Subdir::Linux64, glibc: (2, 28) };
-        let e = read_pylock(text, Path::new("/"), &t, "x86_64-manylinux_2_28").unwrap_err().to_string();
+        let e = read_pylock(text, Path::new("/"), &t, "x86_64-manylinux_2_28", false).unwrap_err().to_string();
         assert!(e.contains("only-sdist") && e.contains("source distribution"), "{e}");
         let first = text.split("[[packages]]\nname = \"only-sdist\"").next().unwrap();
-        let d = read_pylock(first, Path::new("/"), &t, "p").unwrap();
+        let d = read_pylock(first, Path::new("/"), &t, "p", false).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].name, "charset-normalizer");
         assert!(d[0].url.as_str().ends_with("manylinux_2_28_x86_64.whl"));

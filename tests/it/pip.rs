@@ -197,3 +197,44 @@ fn pip_layers_push_incrementally_and_do_not_depend_on_the_directory() {
     assert_eq!(digests(&third), digests(&first));
     assert_eq!(third["manifest_digest"], first["manifest_digest"]);
 }
+
+#[test]
+fn an_sdist_is_built_with_the_environments_python_and_cached_by_its_hash() {
+    let dir = scratch("pip-sdist");
+    // An index with six only as a source distribution, and setuptools (its build backend) as a wheel.
+    let sdists = dir.join("sdists");
+    std::fs::create_dir_all(&sdists).unwrap();
+    for e in std::fs::read_dir(pypi_tools().join("sdists")).unwrap() {
+        let e = e.unwrap();
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            std::fs::copy(e.path(), sdists.join(e.file_name())).unwrap();
+        }
+    }
+    let index = Service::pypi(&dir.join("index"), &sdists, None);
+    std::fs::write(dir.join("requirements.txt"), "six==1.16.0\n").unwrap();
+    let channel = channels().join("local-python").display().to_string();
+    let args = ["requirements.txt", "--python", "3.11", "--channel", &channel, "--index-url", &index.endpoint, "--cache-dir", "cache"];
+    let uv = uv();
+    let s = build_json_env(&dir, &[&args[..], &["-o", "sdist.oci"]].concat(), &[("ENVLAYER_UV", &uv)]);
+    assert!(layer_annotations(&dir.join("sdist.oci")).iter().any(|a| a == "pypi:six-1.16.0"), "{}", s["layers"]);
+    let mut files = Vec::new();
+    for_each_layer_file(&dir.join("sdist.oci"), |path, _| files.push(path.to_string()));
+    assert!(files.iter().any(|f| f.ends_with("site-packages/six.py")), "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with("site-packages/six-1.16.0.dist-info/RECORD")), "{files:?}");
+    // The lock names the sdist; the wheel built from it is kept under the sdist's sha256.
+    let lock = std::fs::read_to_string(dir.join("sdist.oci.lock")).unwrap();
+    assert!(lock.contains("/packages/six-1.16.0.tar.gz"), "{lock}");
+    let built: Vec<_> = std::fs::read_dir(dir.join("cache/built")).unwrap().collect();
+    assert_eq!(built.len(), 1);
+
+    // From the lock, with the built wheel cached: no resolve and no build (no uv at all), the same layers.
+    let again = build_json_env(&dir, &[&args[..], &["-o", "again.oci", "--lock", "sdist.oci.lock"]].concat(), &[("ENVLAYER_UV", "/nonexistent/uv")]);
+    let digests = |v: &Value| v["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(digests(&again), digests(&s));
+    // From the lock without the built wheel: built again from the sdist the lock names.
+    std::fs::remove_dir_all(dir.join("cache/built")).unwrap();
+    std::fs::remove_dir_all(dir.join("cache/layers")).unwrap();
+    let third = build_json_env(&dir, &[&args[..], &["-o", "third.oci", "--lock", "sdist.oci.lock"]].concat(), &[("ENVLAYER_UV", &uv)]);
+    assert!(layer_annotations(&dir.join("third.oci")).iter().any(|a| a == "pypi:six-1.16.0"), "{}", third["layers"]);
+    assert!(dir.join("cache/built").is_dir());
+}
