@@ -50,7 +50,7 @@ pub fn package_key(record: &RepoDataRecord, params: &LayerParams) -> String {
 
 /// The cache key of one wheel's layer: its sha256, the prefix, the python minor version (its scripts'
 /// shebang and its site-packages), the platform, the compression, the tar settings and the `.pyc` compiler.
-pub fn wheel_key(wheel: &crate::pypi::resolve::Dist, params: &LayerParams) -> String {
+pub fn wheel_key(wheel: &crate::pypi::Dist, params: &LayerParams) -> String {
     let input = serde_json::json!({
         "format": LAYER_FORMAT,
         "wheel": wheel.sha256,

@@ -302,7 +302,7 @@ pub fn install_order(records: Vec<RepoDataRecord>) -> Vec<RepoDataRecord> {
 }
 
 /// Writes `solved` (and the pip wheels `pypi`) as a rattler lock file for `platform`.
-pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::resolve::Dist], channels: &[Channel], platform: Subdir, path: &Path) -> Result<(), SolveError> {
+pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::Dist], channels: &[Channel], platform: Subdir, path: &Path) -> Result<(), SolveError> {
     let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
     let lock_platform = rattler_lock::PlatformData {
         name: rattler_lock::PlatformName::from_str(platform.as_str()).map_err(|e| err(e.to_string()))?,
@@ -332,14 +332,14 @@ pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::resolve::Dist], channels
 }
 
 /// Reads the pip wheels for `platform` from a lock file, checked, in name order.
-pub fn read_lock_pypi(path: &Path, platform: Subdir) -> Result<Vec<crate::pypi::resolve::Dist>, SolveError> {
+pub fn read_lock_pypi(path: &Path, platform: Subdir) -> Result<Vec<crate::pypi::Dist>, SolveError> {
     let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
     let lock = LockFile::from_path(path).map_err(|e| err(e.to_string()))?;
     let env = lock.default_environment().ok_or_else(|| err("has no default environment".into()))?;
     let Some(lock_platform) = lock.platform(platform.as_str()) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for p in env.pypi_packages(lock_platform).into_iter().flatten() {
-        out.push(crate::pypi::resolve::Dist::from_lock(p).map_err(err)?);
+        out.push(crate::pypi::Dist::from_lock(p).map_err(err)?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

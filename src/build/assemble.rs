@@ -39,7 +39,7 @@ pub fn layers(
     baked: &Baked,
     env: &EnvLayers,
     records: &[RepoDataRecord],
-    wheels: &[crate::pypi::resolve::Dist],
+    wheels: &[crate::pypi::Dist],
     runtime: &[usize],
     inputs: &super::Inputs,
     cache: &LayerCache,

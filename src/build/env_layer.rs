@@ -25,7 +25,7 @@ pub struct EnvLayers {
     pub packed: usize,
 }
 
-fn lock_of(records: Vec<RepoDataRecord>, wheels: &[crate::pypi::resolve::Dist], opts: &BuildOptions, inputs: &Inputs, cache: &LayerCache) -> Result<String, BuildError> {
+fn lock_of(records: Vec<RepoDataRecord>, wheels: &[crate::pypi::Dist], opts: &BuildOptions, inputs: &Inputs, cache: &LayerCache) -> Result<String, BuildError> {
     let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
     let path = tmp.path().join("lock");
     solve::write_lock(&Solved { records }, wheels, &inputs.channels, opts.platform, &path)?;
@@ -38,7 +38,7 @@ pub async fn build(
     opts: &BuildOptions,
     inputs: &Inputs,
     records: &[RepoDataRecord],
-    wheels: &[crate::pypi::resolve::Dist],
+    wheels: &[crate::pypi::Dist],
     plan: &Plan,
     store: &PackageStore,
     cache: &LayerCache,

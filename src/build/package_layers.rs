@@ -74,7 +74,7 @@ pub struct Baker<'a> {
     /// Index of the python record, when `.pyc` files are compiled.
     pub pyc_python: Option<usize>,
     /// The pip wheels, numbered after the records.
-    pub wheels: &'a [crate::pypi::resolve::Dist],
+    pub wheels: &'a [crate::pypi::Dist],
     /// Where wheels are downloaded to.
     pub wheel_store: Option<crate::pypi::fetch::WheelStore>,
     downloaded: AtomicUsize,
@@ -100,7 +100,7 @@ impl<'a> Baker<'a> {
         params: LayerParams,
         reporter: &'a dyn Reporter,
         pyc_python: Option<usize>,
-        wheels: &'a [crate::pypi::resolve::Dist],
+        wheels: &'a [crate::pypi::Dist],
         wheel_store: Option<crate::pypi::fetch::WheelStore>,
     ) -> Result<Self, BuildError> {
         let tmp = tempfile::Builder::new()

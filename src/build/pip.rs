@@ -8,7 +8,8 @@ use super::{BuildError, BuildOptions, Inputs};
 use crate::fetch::PackageStore;
 use crate::link_scripts::LinkInfo;
 use crate::pypi::fetch::WheelStore;
-use crate::pypi::resolve::{Dist, ResolveError, ResolveInput, Target, Uv};
+use crate::pypi::resolve::{ResolveInput, Target};
+use crate::pypi::{Dist, ResolveError, Uv};
 use crate::spec::InstallMode;
 use rattler_conda_types::RepoDataRecord;
 use std::collections::BTreeMap;
@@ -102,7 +103,7 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
         let env = builder.as_ref().expect("made above");
         let (sdist, _) = cx.wheels.download(dist).await?;
         let out = scratch(opts, "built-")?;
-        let wheel = crate::pypi::resolve::build_wheel(&uv, &env.python, &sdist, out.path(), &inputs.pip_index, opts.network).await?;
+        let wheel = crate::pypi::uv::build_wheel(&uv, &env.python, &sdist, out.path(), &inputs.pip_index, opts.network).await?;
         cx.wheels.put_built(dist, &wheel)?;
     }
     Ok(dists)

@@ -57,7 +57,7 @@ pub fn plan(
     inputs: &Inputs,
     records: &[RepoDataRecord],
     infos: &[LinkInfo],
-    wheels: &[crate::pypi::resolve::Dist],
+    wheels: &[crate::pypi::Dist],
     python: Option<rattler::install::PythonInfo>,
     base_layers: usize,
 ) -> Result<Plan, BuildError> {

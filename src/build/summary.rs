@@ -97,7 +97,7 @@ impl PackageSummary {
 
 impl PackageSummary {
     /// The summary of a pip wheel (its build is `pypi`), in layer `layer`.
-    pub fn wheel(w: &crate::pypi::resolve::Dist, layer: usize) -> Self {
+    pub fn wheel(w: &crate::pypi::Dist, layer: usize) -> Self {
         Self {
             name: w.name.clone(),
             version: w.version.clone(),

@@ -2,7 +2,7 @@
 //! the resolution gave, and filed under it: `<cache>/wheels/<sha256>/<file name>`. Credentials go only
 //! to the origin (scheme, host and port) of the index URL or `~/.netrc` entry they were given for.
 
-use super::resolve::Dist;
+use super::dist::Dist;
 use super::spec::IndexOptions;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};

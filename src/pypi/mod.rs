@@ -4,12 +4,19 @@
 //! sending credentials only to the host they were given for; [`wheel`] installs one wheel into its own
 //! stage. The build step that turns them into layers is [`crate::build::pip_layers`].
 
+pub mod dist;
+pub mod error;
 pub mod fetch;
 pub mod resolve;
 pub mod spec;
+pub mod uv;
 pub mod wheel;
+pub mod wheel_meta;
 
+pub use dist::Dist;
+pub use error::ResolveError;
 pub use spec::{IndexOptions, PipSpec};
+pub use uv::Uv;
 
 /// PEP 503 normalization: lowercase, runs of `-`, `_` and `.` become one `-`.
 pub fn normalize(name: &str) -> String {

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use super::wheel_meta::{entry_points, header, parse_record, safe_relative};
 
 /// The largest wheel, unpacked, envlayer installs (a CUDA wheel is a few GiB).
 pub const MAX_UNPACKED_BYTES: u64 = 16 << 30;
@@ -90,18 +91,6 @@ pub enum WheelError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// A checked relative path: no empty, `.` or `..` component, no absolute path, no backslash or NUL.
-fn safe_relative(name: &str) -> Option<String> {
-    if name.is_empty() || name.starts_with('/') || name.contains('\\') || name.contains('\0') {
-        return None;
-    }
-    let parts: Vec<&str> = name.trim_end_matches('/').split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
-        return None;
-    }
-    Some(parts.join("/"))
 }
 
 /// `urlsafe-base64-nopad(sha256)`, as `RECORD` writes hashes.
@@ -291,62 +280,6 @@ fn read_member<R: Read + std::io::Seek>(archive: &mut zip::ZipArchive<R>, name: 
     Ok(Some(text))
 }
 
-/// `RECORD`: member → its hash (`None` for files listed without one, like `RECORD` itself).
-fn parse_record(text: &str) -> Result<BTreeMap<String, Option<String>>, usize> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
-    let mut map = BTreeMap::new();
-    for (n, row) in reader.records().enumerate() {
-        let row = row.map_err(|_| n + 1)?;
-        let path = row.get(0).filter(|p| !p.is_empty()).ok_or(n + 1)?;
-        let hash = row.get(1).filter(|h| !h.is_empty());
-        if let Some(h) = hash {
-            if !h.starts_with("sha256=") {
-                // Other algorithms (sha384, sha512) are allowed by the format; envlayer checks sha256 only.
-                map.insert(path.to_string(), None);
-                continue;
-            }
-        }
-        map.insert(path.to_string(), hash.map(str::to_string));
-    }
-    Ok(map)
-}
-
-/// A `Key: value` header of `WHEEL` (an email-header file).
-fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(key)).map(|(_, v)| v.trim()))
-}
-
-/// `[console_scripts]` and `[gui_scripts]` of `entry_points.txt`: (script name, module, attribute path).
-fn entry_points(text: &str) -> Result<Vec<(String, String, String)>, String> {
-    let ident = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'));
-    let mut section = "";
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = s.trim();
-            continue;
-        }
-        if section != "console_scripts" && section != "gui_scripts" {
-            continue;
-        }
-        let (name, target) = line.split_once('=').ok_or_else(|| format!("entry_points.txt line {}: expected NAME = MODULE:ATTR", n + 1))?;
-        let (name, target) = (name.trim(), target.split('[').next().unwrap_or_default().trim());
-        let (module, attr) = target.split_once(':').map(|(m, a)| (m.trim(), a.trim())).unwrap_or((target, ""));
-        if safe_relative(name).is_none_or(|p| p.contains('/')) || !ident(module) || (!attr.is_empty() && !ident(attr)) {
-            return Err(format!("entry_points.txt line {}: refusing script {:?}", n + 1, crate::net::escape(line)));
-        }
-        if attr.is_empty() {
-            return Err(format!("entry_points.txt line {}: script {name} names no function", n + 1));
-        }
-        out.push((name.to_string(), module.to_string(), attr.to_string()));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,22 +349,6 @@ mod tests {
             assert!(e.contains(want), "case {i}: {e}");
             assert!(!d.path().join("etc").exists());
         }
-    }
-
-    #[test]
-    fn unsafe_member_names_are_refused() {
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a\\b", "", "a//b", "./a"] {
-            assert_eq!(safe_relative(bad), None, "{bad}");
-        }
-        assert_eq!(safe_relative("pkg/mod.py").as_deref(), Some("pkg/mod.py"));
-    }
-
-    #[test]
-    fn entry_points_parse_and_refuse_paths() {
-        let eps = entry_points("[console_scripts]\ntabulate = tabulate:_main\nx = a.b:c.d [extra]\n[other]\ny = z:w\n").unwrap();
-        assert_eq!(eps, vec![("tabulate".into(), "tabulate".into(), "_main".into()), ("x".into(), "a.b".into(), "c.d".into())]);
-        assert!(entry_points("[console_scripts]\n../evil = os:system\n").is_err());
-        assert!(entry_points("[console_scripts]\nx = os;rm:y\n").is_err());
     }
 
     #[test]
