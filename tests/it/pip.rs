@@ -196,6 +196,30 @@ fn pip_layers_push_incrementally_and_do_not_depend_on_the_directory() {
     let digests = |v: &Value| v["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(digests(&third), digests(&first));
     assert_eq!(third["manifest_digest"], first["manifest_digest"]);
+
+    // Under a small --max-layers, wheels share layers like conda packages, never with them.
+    let (ok, out, err) = envlayer_env(&other, &["build", env3.to_str().unwrap(), "-o", "small.oci", "--cache-dir", "own-cache", "--max-layers", "6", "--index-url", &index.endpoint, "--json", "-q"], &vars);
+    assert!(ok, "{err}");
+    let small: Value = serde_json::from_str(&out).unwrap();
+    assert!(small["layers"].as_array().unwrap().len() <= 6, "{}", small["layers"]);
+    for l in small["layers"].as_array().unwrap() {
+        let names: Vec<&str> = l["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let pip = names.iter().filter(|n| n.starts_with("pypi:")).count();
+        assert!(pip == 0 || pip == names.len(), "a layer mixes conda and pip packages: {names:?}");
+    }
+    let annotated: usize = layer_annotations(&other.join("small.oci")).iter().map(|a| a.split(',').filter(|p| p.starts_with("pypi:")).count()).sum();
+    assert_eq!(annotated, 4, "every wheel is annotated once");
+
+    // The TTL lifecycle: resolve builds and pushes once, then answers from the registry with no resolve.
+    let repo = format!("{}/team/pipenvs", reg.addr());
+    let resolve = |uv: &str| {
+        let (ok, out, err) = envlayer_env(&dir, &["resolve", env.to_str().unwrap(), "--repo", &repo, "--cache-dir", "cache", "--index-url", &index.endpoint, "--format", "json", "-q"], &[("ENVLAYER_UV", uv)]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    assert_eq!(resolve(&uv)["hit"], false);
+    let hit = resolve("/nonexistent/uv");
+    assert_eq!(hit["hit"], true, "{hit}");
 }
 
 #[test]
