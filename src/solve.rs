@@ -302,7 +302,8 @@ pub fn install_order(records: Vec<RepoDataRecord>) -> Vec<RepoDataRecord> {
 }
 
 /// Writes `solved` (and the pip wheels `pypi`) as a rattler lock file for `platform`.
-pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::Dist], channels: &[Channel], platform: Subdir, path: &Path) -> Result<(), SolveError> {
+/// Local pip files under `root` (the environment file's folder) are recorded relative to it.
+pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::Dist], root: &Path, channels: &[Channel], platform: Subdir, path: &Path) -> Result<(), SolveError> {
     let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
     let lock_platform = rattler_lock::PlatformData {
         name: rattler_lock::PlatformName::from_str(platform.as_str()).map_err(|e| err(e.to_string()))?,
@@ -323,7 +324,7 @@ pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::Dist], channels: &[Chann
     }
     for dist in pypi {
         builder
-            .add_pypi_package(DEFAULT_ENVIRONMENT_NAME, platform.as_str(), dist.to_lock().map_err(err)?)
+            .add_pypi_package(DEFAULT_ENVIRONMENT_NAME, platform.as_str(), dist.to_lock(root).map_err(err)?)
             .map_err(|e| err(e.to_string()))?;
     }
     let tmp = path.with_extension("lock.tmp");
@@ -332,14 +333,15 @@ pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::Dist], channels: &[Chann
 }
 
 /// Reads the pip wheels for `platform` from a lock file, checked, in name order.
-pub fn read_lock_pypi(path: &Path, platform: Subdir) -> Result<Vec<crate::pypi::Dist>, SolveError> {
+/// Relative paths are taken from `root` (the environment file's folder).
+pub fn read_lock_pypi(path: &Path, platform: Subdir, root: &Path) -> Result<Vec<crate::pypi::Dist>, SolveError> {
     let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
     let lock = LockFile::from_path(path).map_err(|e| err(e.to_string()))?;
     let env = lock.default_environment().ok_or_else(|| err("has no default environment".into()))?;
     let Some(lock_platform) = lock.platform(platform.as_str()) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for p in env.pypi_packages(lock_platform).into_iter().flatten() {
-        out.push(crate::pypi::Dist::from_lock(p).map_err(err)?);
+        out.push(crate::pypi::Dist::from_lock(p, root).map_err(err)?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

@@ -42,7 +42,7 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
     let uv = Uv { program: opts.uv.clone(), cache_dir: opts.cache_dir.join("uv") };
     let mut builder: Option<BuildEnv> = None;
     let locked = match &opts.lock {
-        Some(lock) => crate::solve::read_lock_pypi(lock, opts.platform)?,
+        Some(lock) => crate::solve::read_lock_pypi(lock, opts.platform, &inputs.spec.root_dir)?,
         None => Vec::new(),
     };
     // A lock without pip packages (written before the pip part was added) means: resolve them.

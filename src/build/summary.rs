@@ -102,7 +102,7 @@ impl PackageSummary {
             name: w.name.clone(),
             version: w.version.clone(),
             build: "pypi".to_string(),
-            file_name: w.file_name().unwrap_or_default().to_string(),
+            file_name: w.file_name().unwrap_or_default(),
             sha256: Some(w.sha256.clone()),
             layer,
         }

@@ -200,7 +200,12 @@ impl WheelStore {
         std::fs::read_dir(&dir)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.file_name().and_then(|n| n.to_str()).and_then(super::split_wheel_name).is_some_and(|(n, _)| super::normalize(n) == dist.name))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(super::split_wheel_name)
+                    .is_some_and(|(n, v)| super::normalize(n) == dist.name && super::dist::same_version(v, &dist.version))
+            })
     }
 
     /// Files `wheel`, built from `dist`'s sdist, in the store; returns where it is.
@@ -229,7 +234,7 @@ impl WheelStore {
         let unsupported = || WheelFetchError::Unsupported { url: dist.url.to_string() };
         let file = dist.file_name().ok_or_else(unsupported)?;
         let dir = self.root.join(&dist.sha256);
-        let dest = dir.join(file);
+        let dest = dir.join(&file);
         if dest.is_file() {
             let (d, expected) = (dest.clone(), dist.sha256.clone());
             let ok = tokio::task::spawn_blocking(move || sha256_file(&d).is_ok_and(|h| h == expected)).await.unwrap_or(false);

@@ -44,11 +44,16 @@ pub fn split_wheel_name(file_name: &str) -> Option<(&str, &str)> {
     if !(parts.len() == 5 || parts.len() == 6) || parts.iter().any(|p| p.is_empty()) {
         return None;
     }
-    let ok = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '!'));
-    if !parts.iter().all(|p| ok(p)) {
+    if !parts.iter().all(|p| plain_name_part(p)) {
         return None;
     }
     Some((parts[0], parts[1]))
+}
+
+/// A part of a distribution file name: starts with a letter or digit, then letters, digits, `_`, `.`,
+/// `+` and `!` (so never `.`, `..`, a separator or a control character).
+pub fn plain_name_part(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '!'))
 }
 
 /// A URL with its user name and password removed, for anything that is shown or recorded.

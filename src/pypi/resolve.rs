@@ -141,7 +141,7 @@ fn read_pylock(text: &str, base: &Path, target: &Target, platform: &str, allow_s
     for p in packages {
         let name = p.get("name").and_then(|v| v.as_str()).ok_or_else(|| bad("a package without a name".into()))?;
         let version = p.get("version").and_then(|v| v.as_str()).ok_or_else(|| bad(format!("{name} has no version")))?;
-        let mut best: Option<((u32, u32), Dist)> = None;
+        let mut best: Option<((u32, u32, u64), Dist)> = None;
         for w in p.get("wheels").and_then(|w| w.as_array()).into_iter().flatten() {
             let Some(w) = w.as_inline_table() else { continue };
             // `url` for index files; `path` (relative to the lock's folder) for --find-links folders.
@@ -160,7 +160,7 @@ fn read_pylock(text: &str, base: &Path, target: &Target, platform: &str, allow_s
             let size = w.get("size").and_then(|s| s.as_integer()).and_then(|s| u64::try_from(s).ok());
             let dist = Dist { name: super::normalize(name), version: version.to_string(), url: super::redact(&url), sha256: sha256.to_ascii_lowercase(), size, sdist: false };
             let Some(file) = dist.file_name() else { continue };
-            let Some(rank) = rank(file, target.python) else { continue };
+            let Some(rank) = rank(&file, target) else { continue };
             if best.as_ref().is_none_or(|(r, _)| rank > *r) {
                 best = Some((rank, dist));
             }
@@ -186,24 +186,71 @@ fn read_pylock(text: &str, base: &Path, target: &Target, platform: &str, allow_s
     Ok(out)
 }
 
-/// How good a wheel is for CPython `python` (higher is better); `None` if it is not for it at all. uv
-/// listed only wheels it found compatible; among them, the interpreter-specific build wins over the
-/// stable ABI, which wins over pure python; then the platform-specific over `any`.
-fn rank(file: &str, python: (u64, u64)) -> Option<(u32, u32)> {
+/// How good a wheel is for the target (higher is better); `None` if it cannot run there. uv lists the
+/// wheels it found compatible, but older uv versions listed every platform's, so envlayer checks each
+/// one itself: the python tag (`py3`, `py3X`, `cp3X`; a `cp3Y-abi3` only for Y up to the target's minor),
+/// the ABI (`cp3X`, `abi3`, `none`) and the platform (`any`, or `manylinux` of the target's architecture
+/// no newer than its glibc; never `linux_*`, `musllinux` or another OS). Among those that fit, the
+/// interpreter-specific build wins over the stable ABI, which wins over pure python; then the
+/// platform-specific over `any`, then the newest manylinux.
+fn rank(file: &str, target: &Target) -> Option<(u32, u32, u64)> {
     let stem = file.strip_suffix(".whl")?;
     let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
-    let (plat, abi, py) = (parts.first()?, parts.get(1)?, parts.get(2)?);
-    let cp = format!("cp{}{}", python.0, python.1);
-    let abi_rank = abi
-        .split('.')
-        .map(|a| if a == cp { 3 } else if a == "abi3" { 2 } else if a == "none" { 1 } else { 0 })
-        .max()?;
-    let py_ok = py.split('.').any(|t| t == cp || t == "py3" || t == format!("py{}{}", python.0, python.1) || (t.starts_with("cp3") && *abi == "abi3"));
-    if abi_rank == 0 || !py_ok {
+    let (plats, abis, pys) = (parts.first()?, parts.get(1)?, parts.get(2)?);
+    let (major, minor) = target.python;
+    let cp = format!("cp{major}{minor}");
+    let py_for = |t: &str| -> Option<u64> {
+        // The python minor a tag needs: `py3` any, `py311`/`cp311` exactly 11; `cp37` (with abi3) 7+.
+        let digits = t.strip_prefix("py").or_else(|| t.strip_prefix("cp"))?;
+        match digits.strip_prefix(&major.to_string())? {
+            "" => Some(0),
+            m => m.parse().ok(),
+        }
+    };
+    let mut abi_rank = 0;
+    for py in pys.split('.') {
+        let Some(needs) = py_for(py) else { continue };
+        for abi in abis.split('.') {
+            let r = match abi {
+                a if a == cp && py == cp => 3,
+                "abi3" if py.starts_with("cp") && needs <= minor => 2,
+                "none" if needs == 0 || needs == minor => 1,
+                _ => 0,
+            };
+            abi_rank = abi_rank.max(r);
+        }
+    }
+    if abi_rank == 0 {
         return None;
     }
-    let plat_rank = if plat.split('.').all(|p| p == "any") { 0 } else { 1 };
-    Some((abi_rank, plat_rank))
+    let arch = match target.platform.as_str() {
+        "linux-64" => "x86_64",
+        "linux-aarch64" => "aarch64",
+        _ => return None,
+    };
+    let glibc = |plat: &str| -> Option<u64> {
+        let rest = plat.strip_suffix(&format!("_{arch}"))?;
+        let (maj, min) = match rest {
+            "manylinux1" => (2, 5),
+            "manylinux2010" => (2, 12),
+            "manylinux2014" => (2, 17),
+            r => {
+                let v = r.strip_prefix("manylinux_")?;
+                let (a, b) = v.split_once('_')?;
+                (a.parse().ok()?, b.parse().ok()?)
+            }
+        };
+        (maj < target.glibc.0 || (maj == target.glibc.0 && min <= target.glibc.1)).then_some(maj * 1000 + min)
+    };
+    let mut plat_rank = None;
+    for plat in plats.split('.') {
+        let r = if plat == "any" { Some((0, 0)) } else { glibc(plat).map(|g| (1, g)) };
+        if r > plat_rank {
+            plat_rank = r;
+        }
+    }
+    let (specific, newest) = plat_rank?;
+    Some((abi_rank, specific, newest))
 }
 
 /// In hash-checking mode every distribution must be one of the hashed requirements, resolved to a wheel
@@ -234,13 +281,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wheels_rank_specific_over_abi3_over_pure() {
-        let py = (3, 11);
-        let a = rank("x-1-cp311-cp311-manylinux_2_17_x86_64.whl", py).unwrap();
-        let b = rank("x-1-cp37-abi3-manylinux_2_17_x86_64.whl", py).unwrap();
-        let c = rank("x-1-py3-none-any.whl", py).unwrap();
+    fn wheels_rank_specific_over_abi3_over_pure_and_other_platforms_never_fit() {
+        let t = Target { python: (3, 11), platform: rattler_conda_types::Subdir::Linux64, glibc: (2, 28) };
+        let a = rank("x-1-cp311-cp311-manylinux_2_17_x86_64.whl", &t).unwrap();
+        let b = rank("x-1-cp37-abi3-manylinux_2_17_x86_64.whl", &t).unwrap();
+        let c = rank("x-1-py3-none-any.whl", &t).unwrap();
         assert!(a > b && b > c);
-        assert_eq!(rank("x-1-cp312-cp312-manylinux_2_17_x86_64.whl", py), None);
+        assert!(rank("x-1-cp311-cp311-manylinux_2_28_x86_64.whl", &t).unwrap() > a, "the newest manylinux that fits");
+        for wrong in [
+            "x-1-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "x-1-cp312-abi3-manylinux_2_17_x86_64.whl",
+            "x-1-cp311-cp311-manylinux_2_31_x86_64.whl",
+            "x-1-cp311-cp311-manylinux_2_17_aarch64.whl",
+            "x-1-cp311-cp311-musllinux_1_2_x86_64.whl",
+            "x-1-cp311-cp311-linux_x86_64.whl",
+            "x-1-cp311-cp311-macosx_11_0_arm64.whl",
+            "x-1-cp311-cp311-win_amd64.whl",
+            "x-1-py2-none-any.whl",
+        ] {
+            assert_eq!(rank(wrong, &t), None, "{wrong}");
+        }
+        assert!(rank("x-1-cp311-cp311-manylinux1_x86_64.manylinux_2_5_x86_64.whl", &t).is_some());
     }
 
     #[test]

@@ -179,25 +179,63 @@ pub fn install(
             }
             None => format!("{sp}/{member}"),
         };
-        let mut data = Vec::new();
-        (&mut entry).take(MAX_UNPACKED_BYTES - total + 1).read_to_end(&mut data).map_err(io(wheel))?;
-        total += data.len() as u64;
-        if total > MAX_UNPACKED_BYTES {
-            return Err(format(format!("unpacks to more than {MAX_UNPACKED_BYTES} bytes")));
-        }
-        match record.get(&member) {
-            Some(Some(expected)) if *expected != record_hash(&data) => return Err(WheelError::Record { wheel: file_name.into(), path: member }),
+        let expected = match record.get(&member) {
+            Some(Some(h)) => h.clone(),
+            Some(None) => return Err(format(format!("{member} is listed in RECORD without a hash"))),
             None => return Err(format(format!("{member} is not listed in RECORD"))),
-            _ => {}
-        }
+        };
         let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
         let is_script = dest.starts_with("bin/") && member.starts_with(&format!("{data_dir}/"));
-        if is_script && (data.starts_with(b"#!python") || data.starts_with(b"#!pythonw")) {
-            let body = data.splitn(2, |b| *b == b'\n').nth(1).unwrap_or_default().to_vec();
-            data = [shebang(scheme).into_bytes(), b"\n".to_vec(), body].concat();
+        let twice = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format(format!("{member}: {dest} is installed twice (a repeated member, or a script of the same name)")),
+            _ => WheelError::Io { path: stage.join(&dest), source: e },
+        };
+        let mut check = RecordCheck::new(&expected).ok_or_else(|| format(format!("{member}: RECORD hash {expected:?} is not sha256, sha384 or sha512")))?;
+        let budget = MAX_UNPACKED_BYTES - total;
+        let (size, installed) = if is_script {
+            // Scripts are read whole (at most 16 MiB) to rewrite a `#!python` first line.
+            let mut data = Vec::new();
+            (&mut entry).take((16 << 20) + 1).read_to_end(&mut data).map_err(io(wheel))?;
+            if data.len() > 16 << 20 {
+                return Err(format(format!("{member}: a script larger than 16 MiB")));
+            }
+            check.update(&data);
+            let size = data.len() as u64;
+            if data.starts_with(b"#!python") || data.starts_with(b"#!pythonw") {
+                let body = data.splitn(2, |b| *b == b'\n').nth(1).unwrap_or_default().to_vec();
+                data = [shebang(scheme).into_bytes(), b"\n".to_vec(), body].concat();
+            }
+            let mut f = create_file(stage, &dest).map_err(twice)?;
+            f.write_all(&data).map_err(io(&stage.join(&dest)))?;
+            (size, (record_hash(&data), data.len() as u64))
+        } else {
+            // Streamed: a member is never held in memory whole, and the total is bounded.
+            let mut f = create_file(stage, &dest).map_err(twice)?;
+            let mut sha = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut size = 0u64;
+            loop {
+                let n = entry.read(&mut buf).map_err(io(wheel))?;
+                if n == 0 {
+                    break;
+                }
+                size += n as u64;
+                if size > budget {
+                    return Err(format(format!("unpacks to more than {MAX_UNPACKED_BYTES} bytes")));
+                }
+                check.update(&buf[..n]);
+                sha.update(&buf[..n]);
+                f.write_all(&buf[..n]).map_err(io(&stage.join(&dest)))?;
+            }
+            let hash = format!("sha256={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha.finalize()));
+            (size, (hash, size))
+        };
+        total += size;
+        if !check.matches() {
+            return Err(WheelError::Record { wheel: file_name.into(), path: member });
         }
-        write_file(stage, &dest, &data, executable || is_script).map_err(io(&stage.join(&dest)))?;
-        written.insert(dest, (record_hash(&data), data.len() as u64));
+        set_mode(&stage.join(&dest), executable || is_script).map_err(io(&stage.join(&dest)))?;
+        written.insert(dest, installed);
     }
 
     let mut scripts = Vec::new();
@@ -258,17 +296,28 @@ fn relative_to(path: &str, dir: &str) -> String {
     }
 }
 
-fn write_file(stage: &Path, rel: &str, data: &[u8], executable: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// A new file at `rel` under the stage (its folders made); `create_new`: a wheel naming one path twice is
+/// refused rather than silently overwritten.
+fn create_file(stage: &Path, rel: &str) -> std::io::Result<std::fs::File> {
     let path = stage.join(rel);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    // create_new: a wheel naming one path twice is refused rather than silently overwritten.
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(if executable { 0o755 } else { 0o644 }).open(&path)?;
-    f.write_all(data)
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&path)
 }
 
+/// 0755 or 0644 whatever the umask, so layers are the same on every machine.
+fn set_mode(path: &Path, executable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(if executable { 0o755 } else { 0o644 }))
+}
+
+fn write_file(stage: &Path, rel: &str, data: &[u8], executable: bool) -> std::io::Result<()> {
+    create_file(stage, rel)?.write_all(data)?;
+    set_mode(&stage.join(rel), executable)
+}
+
+/// A text member, at most `cap` bytes (`Ok(None)` if absent; larger is an error, not a truncation).
 fn read_member<R: Read + std::io::Seek>(archive: &mut zip::ZipArchive<R>, name: &str, cap: u64) -> zip::result::ZipResult<Option<String>> {
     let mut entry = match archive.by_name(name) {
         Ok(e) => e,
@@ -276,8 +325,47 @@ fn read_member<R: Read + std::io::Seek>(archive: &mut zip::ZipArchive<R>, name: 
         Err(e) => return Err(e),
     };
     let mut text = String::new();
-    (&mut entry).take(cap).read_to_string(&mut text)?;
+    (&mut entry).take(cap + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > cap {
+        return Err(std::io::Error::other(format!("{name} is larger than {cap} bytes")).into());
+    }
     Ok(Some(text))
+}
+
+/// A member's bytes hashed with the algorithm its `RECORD` line names, compared at the end.
+enum RecordCheck {
+    Sha256(Sha256, String),
+    Sha384(sha2::Sha384, String),
+    Sha512(sha2::Sha512, String),
+}
+
+impl RecordCheck {
+    fn new(expected: &str) -> Option<Self> {
+        let (algo, value) = expected.split_once('=')?;
+        Some(match algo {
+            "sha256" => Self::Sha256(Sha256::new(), value.to_string()),
+            "sha384" => Self::Sha384(sha2::Sha384::new(), value.to_string()),
+            "sha512" => Self::Sha512(sha2::Sha512::new(), value.to_string()),
+            _ => return None,
+        })
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Sha256(h, _) => h.update(data),
+            Self::Sha384(h, _) => h.update(data),
+            Self::Sha512(h, _) => h.update(data),
+        }
+    }
+
+    fn matches(self) -> bool {
+        let enc = |d: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
+        match self {
+            Self::Sha256(h, v) => enc(&h.finalize()) == v.trim_end_matches('='),
+            Self::Sha384(h, v) => enc(&h.finalize()) == v.trim_end_matches('='),
+            Self::Sha512(h, v) => enc(&h.finalize()) == v.trim_end_matches('='),
+        }
+    }
 }
 
 #[cfg(test)]

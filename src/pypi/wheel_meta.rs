@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-/// A checked relative path: no empty, `.` or `..` component, no absolute path, no backslash or NUL.
+/// A checked relative path: no empty, `.` or `..` component, no absolute path, no backslash or control
+/// character.
 pub fn safe_relative(name: &str) -> Option<String> {
-    if name.is_empty() || name.starts_with('/') || name.contains('\\') || name.contains('\0') {
+    if name.is_empty() || name.starts_with('/') || name.contains('\\') || name.chars().any(char::is_control) {
         return None;
     }
     let parts: Vec<&str> = name.trim_end_matches('/').split('/').collect();
@@ -15,7 +16,8 @@ pub fn safe_relative(name: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// `RECORD`: member → its hash (`None` for files listed without one, like `RECORD` itself).
+/// `RECORD`: member → its hash as written (`sha256=...`; `None` for files listed without one, which
+/// only `RECORD` itself and its signatures may be).
 pub fn parse_record(text: &str) -> Result<BTreeMap<String, Option<String>>, usize> {
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut map = BTreeMap::new();
@@ -23,13 +25,6 @@ pub fn parse_record(text: &str) -> Result<BTreeMap<String, Option<String>>, usiz
         let row = row.map_err(|_| n + 1)?;
         let path = row.get(0).filter(|p| !p.is_empty()).ok_or(n + 1)?;
         let hash = row.get(1).filter(|h| !h.is_empty());
-        if let Some(h) = hash {
-            if !h.starts_with("sha256=") {
-                // Other algorithms (sha384, sha512) are allowed by the format; envlayer checks sha256 only.
-                map.insert(path.to_string(), None);
-                continue;
-            }
-        }
         map.insert(path.to_string(), hash.map(str::to_string));
     }
     Ok(map)
