@@ -31,22 +31,25 @@ pub struct LinkInfo {
     pub python_dists: Vec<(String, String)>,
 }
 
-/// The distributions a package's paths install: a `.dist-info` or `.egg-info` entry of a `site-packages`.
+/// The distributions a package's paths install: a `NAME-VERSION.dist-info` or `.egg-info` directly in
+/// the environment's `site-packages` (`lib/pythonX.Y/site-packages`, or `site-packages` of a `noarch:
+/// python` package), never one vendored deeper. Names and versions are data from the archive: only plain
+/// ones count (they go into uv's constraints file).
 pub fn python_dists<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
     let mut out = BTreeSet::new();
     for p in paths {
         let parts: Vec<&str> = p.split('/').collect();
-        for w in parts.windows(2) {
-            if w[0] != "site-packages" {
-                continue;
-            }
-            let stem = w[1].strip_suffix(".dist-info").or_else(|| w[1].strip_suffix(".egg-info"));
-            if let Some((name, rest)) = stem.and_then(|s| s.split_once('-')) {
-                // `.egg-info` names may end in `-py3.11`.
-                let version = rest.split("-py").next().unwrap_or(rest);
-                if !name.is_empty() && !version.is_empty() {
-                    out.insert((crate::pypi::normalize(name), version.to_string()));
-                }
+        let entry = match parts.as_slice() {
+            ["site-packages", d, ..] => d,
+            ["lib", py, "site-packages", d, ..] if py.starts_with("python") => d,
+            _ => continue,
+        };
+        let stem = entry.strip_suffix(".dist-info").or_else(|| entry.strip_suffix(".egg-info"));
+        if let Some((name, rest)) = stem.and_then(|s| s.split_once('-')) {
+            // `.egg-info` names may end in `-py3.11`.
+            let version = rest.split("-py").next().unwrap_or(rest);
+            if crate::pypi::plain_name_part(name) && crate::pypi::plain_name_part(version) {
+                out.insert((crate::pypi::normalize(name), version.to_string()));
             }
         }
     }
@@ -189,6 +192,8 @@ mod tests {
             "site-packages/Flask_Cors-4.0.1.dist-info/RECORD",
             "lib/python3.11/site-packages/six-1.16.0-py3.11.egg-info/PKG-INFO",
             "share/doc/x-1.0.dist-info/README",
+            "lib/python3.11/site-packages/pip/_vendor/site-packages/vendored-1.0.dist-info/METADATA",
+            "lib/python3.11/site-packages/evil-1.0\n--extra-index-url http:x.dist-info/METADATA",
         ];
         assert_eq!(
             super::python_dists(paths.into_iter()),

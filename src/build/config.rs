@@ -75,7 +75,7 @@ impl Config<'_> {
                 }
             }
             for line in &facts.activation_skipped {
-                warnings.push(format!("{}: activation line not applied to the image config: {line}", dist_name(&self.records[*i])));
+                warnings.push(format!("{}: activation line not applied to the image config: {line}", self.records.get(*i).map(dist_name).unwrap_or_else(|| facts.dist.clone())));
             }
         }
         let install_name = match inputs.install_mode {

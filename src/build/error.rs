@@ -58,6 +58,16 @@ pub enum BuildError {
         /// The base image's layers.
         base_layers: usize,
     },
+    /// `--max-layers` cannot hold the base, the environment layer and one layer per kind of package.
+    #[error("--max-layers {max_layers} leaves no room: the base has {base_layers} layers, and the environment needs at least {needed} (its own layer, and one for conda packages, pip packages and runtime archives where there are some)")]
+    LayerBudget {
+        /// The option's value.
+        max_layers: usize,
+        /// The base image's layers.
+        base_layers: usize,
+        /// The fewest layers the environment needs.
+        needed: usize,
+    },
     /// `--link-scripts fail`, and packages have link scripts.
     #[error("--link-scripts fail: these packages have link scripts that cannot run in an image build: {}", .packages.join("; "))]
     LinkScripts {
@@ -115,6 +125,12 @@ pub enum BuildError {
     #[error("{package}: pip packages need a python in the environment; add `python` to the conda dependencies (or use --python)")]
     NoPythonForPip {
         /// The first pip requirement or wheel.
+        package: String,
+    },
+    /// A lock names an sdist that is not built yet, and building is not allowed.
+    #[error("{package}: the lock names a source distribution that is not built in this cache; pass --build-sdists to build it with the environment's python (it runs the package's own code on this machine)")]
+    SdistNotAllowed {
+        /// The distribution.
         package: String,
     },
     /// Wheels to install, and no store to fetch them with (a programming error in the caller).

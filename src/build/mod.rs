@@ -131,6 +131,10 @@ pub struct BuildOptions {
     pub uv: PathBuf,
     /// The `.netrc` with index credentials, if any.
     pub netrc: Option<PathBuf>,
+    /// Build source distributions into wheels (with the environment's python). Off by default: a build
+    /// runs the package's own code on this machine, where it can read what envlayer can, index
+    /// credentials included.
+    pub build_sdists: bool,
 }
 
 impl BuildOptions {
@@ -166,6 +170,7 @@ impl BuildOptions {
             pip_index: Default::default(),
             uv: PathBuf::from("uv"),
             netrc: None,
+            build_sdists: false,
         }
     }
 

@@ -40,6 +40,7 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
     }
     let python = cx.python.ok_or_else(|| BuildError::NoPythonForPip { package: pip.requirements[0].text.clone() })?;
     let uv = Uv { program: opts.uv.clone(), cache_dir: opts.cache_dir.join("uv") };
+    let credentials = crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref());
     let mut builder: Option<BuildEnv> = None;
     let locked = match &opts.lock {
         Some(lock) => crate::solve::read_lock_pypi(lock, opts.platform, &inputs.spec.root_dir)?,
@@ -67,7 +68,6 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
             .unwrap_or((2, 17));
         let target = Target { python: python.short_version, platform: opts.platform, glibc };
         let scratch = scratch(opts, "pip-")?;
-        let credentials = crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref());
         let mut input = ResolveInput {
             spec: pip,
             index: &inputs.pip_index,
@@ -80,6 +80,14 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
         };
         match crate::pypi::resolve::resolve(&uv, &input).await {
             Err(ResolveError::NeedsBuild { message }) => {
+                if !opts.build_sdists {
+                    return Err(ResolveError::Unsolvable {
+                        python: target.python,
+                        platform: target.uv_platform()?,
+                        message: format!("{message}\nenvlayer builds source distributions only with --build-sdists (the build runs the package's own code on this machine, which can read what envlayer can, index credentials included); or ask the index for wheels, or install them from conda packages"),
+                    }
+                    .into());
+                }
                 if !can_run(opts) {
                     return Err(ResolveError::Unsolvable { python: target.python, platform: target.uv_platform()?, message: format!("{message}\n{}", cannot_run(opts)) }.into());
                 }
@@ -94,6 +102,9 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
     };
     // Sdists not built yet (in this resolve, or in the build the lock came from) are built now.
     for dist in dists.iter().filter(|d| d.sdist && cx.wheels.built(d).is_none()) {
+        if !opts.build_sdists {
+            return Err(BuildError::SdistNotAllowed { package: dist.label() });
+        }
         if !can_run(opts) {
             return Err(ResolveError::NoWheel { name: dist.name.clone(), version: dist.version.clone(), python: python.short_version, platform: opts.platform.to_string() }.into());
         }
@@ -103,7 +114,7 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
         let env = builder.as_ref().expect("made above");
         let (sdist, _) = cx.wheels.download(dist).await?;
         let out = scratch(opts, "built-")?;
-        let wheel = crate::pypi::uv::build_wheel(&uv, &env.python, &sdist, out.path(), &inputs.pip_index, opts.network).await?;
+        let wheel = crate::pypi::uv::build_wheel(&uv, &env.python, &sdist, out.path(), &inputs.pip_index, &credentials, opts.network).await?;
         cx.wheels.put_built(dist, &wheel)?;
     }
     Ok(dists)

@@ -120,12 +120,18 @@ pub fn plan(
     // One layer per baked package unless the budget forces sharing; a runtime layer if needed.
     let needs_runtime_layer = !runtime_packages.is_empty() && inputs.install_mode == InstallMode::Baked;
     // Conda packages and wheels never share a layer; the budget is split between them by their numbers.
-    let budget = opts.max_layers - base_layers - 1 - usize::from(needs_runtime_layer);
     let (conda, pip) = baked.split_at(conda_baked);
+    let kinds = usize::from(!conda.is_empty()) + usize::from(!pip.is_empty());
+    let needed = 1 + usize::from(needs_runtime_layer) + kinds;
+    if opts.max_layers < base_layers + needed {
+        return Err(BuildError::LayerBudget { max_layers: opts.max_layers, base_layers, needed });
+    }
+    // The layers for packages: at least one per kind present.
+    let budget = opts.max_layers - base_layers - 1 - usize::from(needs_runtime_layer);
     let pip_budget = match (conda.len(), pip.len()) {
         (_, 0) => 0,
         (0, _) => budget,
-        (c, p) => (budget * p / (c + p)).clamp(1, budget.saturating_sub(1).max(1)),
+        (c, p) => (budget * p / (c + p)).clamp(1, budget - 1),
     };
     let conda_items: Vec<PlanItem> = conda
         .iter()
@@ -135,7 +141,8 @@ pub fn plan(
         .iter()
         .map(|&i| {
             let w = &wheels[i - records.len()];
-            PlanItem { key: format!("pypi:{}", w.name), size: w.size.unwrap_or(0) }
+            // No size: a lock does not record it, and a replay must group layers as the first build did.
+            PlanItem { key: format!("pypi:{}", w.name), size: 0 }
         })
         .collect();
     let mut groups: Vec<Vec<usize>> = plan_layers(&conda_items, budget - pip_budget).into_iter().map(|g| g.into_iter().map(|j| conda[j]).collect()).collect();

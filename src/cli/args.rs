@@ -100,6 +100,10 @@ pub struct BuildFlags {
     /// A folder or page of wheels for pip packages; repeatable [env: PIP_FIND_LINKS].
     #[arg(long, value_name = "PATH_OR_URL")]
     pub find_links: Vec<String>,
+    /// Build pip source distributions into wheels with the environment's python (runs their build code
+    /// on this machine: only for packages you trust).
+    #[arg(long)]
+    pub build_sdists: bool,
     /// The uv program that resolves pip requirements.
     #[arg(long, env = "ENVLAYER_UV", default_value = "uv")]
     pub uv: PathBuf,
@@ -295,6 +299,7 @@ impl BuildFlags {
         opts.name = self.name.clone();
         opts.pip_index = self.pip_index()?;
         opts.uv = self.uv.clone();
+        opts.build_sdists = self.build_sdists;
         opts.netrc = std::env::var_os("NETRC")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netrc")))

@@ -17,6 +17,12 @@ pub enum ResolveError {
         #[source]
         source: std::io::Error,
     },
+    /// uv ran longer than [`crate::pypi::uv::UV_TIMEOUT`]; it and what it started were killed.
+    #[error("uv ran for more than {seconds} s (a hanging index or build); it was stopped")]
+    TimedOut {
+        /// The limit.
+        seconds: u64,
+    },
     /// uv is older than envlayer needs.
     #[error("{uv} is uv {version}; envlayer needs uv {}.{} or newer", MIN_UV.0, MIN_UV.1)]
     OldUv {

@@ -80,6 +80,8 @@ pub enum WheelFetchError {
 #[derive(Clone, Default)]
 pub struct Credentials {
     entries: Vec<(Url, String, String)>,
+    /// Every secret in the forms it may be shown in (decoded, and as written in a URL).
+    secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -94,10 +96,16 @@ impl Credentials {
     /// their hosts.
     pub fn new(index: &IndexOptions, netrc: Option<&Path>) -> Self {
         let mut entries = Vec::new();
+        let mut secrets = Vec::new();
         for u in index.urls() {
             if !u.username().is_empty() {
                 let user = percent_decode(u.username());
                 let pass = percent_decode(u.password().unwrap_or(""));
+                // A user name alone is a token (`https://TOKEN@host/`).
+                match u.password() {
+                    Some(raw) => secrets.extend([raw.to_string(), pass.clone()]),
+                    None => secrets.extend([u.username().to_string(), user.clone()]),
+                }
                 entries.push((super::redact(u), user, pass));
             }
         }
@@ -105,11 +113,15 @@ impl Credentials {
             let machines = parse_netrc(&text);
             for u in index.urls() {
                 if let Some((_, login, password)) = machines.iter().find(|(m, _, _)| Some(m.as_str()) == u.host_str()) {
+                    secrets.push(password.clone());
                     entries.push((super::redact(u), login.clone(), password.clone()));
                 }
             }
         }
-        Self { entries }
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self { entries, secrets }
     }
 
     /// The credentials for `url`'s origin, if any were given for it.
@@ -117,9 +129,30 @@ impl Credentials {
         self.entries.iter().find(|(u, _, _)| crate::net::same_origin(u, url)).map(|(_, user, pass)| (user.as_str(), pass.as_str()))
     }
 
-    /// Every password, to cut from messages.
-    pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(_, _, p)| p.as_str()).filter(|p| !p.is_empty())
+    /// Every password and token, longest first, to cut from messages.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// `text` with every URL's `user:password@` and every secret replaced by `****`. Secrets shorter
+    /// than 3 characters are cut only inside URLs (cutting them everywhere would garble the text).
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find("://") {
+            out.push_str(&rest[..i + 3]);
+            rest = &rest[i + 3..];
+            let end = rest.find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'' || c == '>').unwrap_or(rest.len());
+            if let Some(at) = rest[..end].rfind('@') {
+                out.push_str("****@");
+                rest = &rest[at + 1..];
+            }
+        }
+        out.push_str(rest);
+        for s in self.secrets.iter().filter(|s| s.len() >= 3) {
+            out = out.replace(s.as_str(), "****");
+        }
+        out
     }
 }
 
@@ -140,7 +173,7 @@ pub async fn refused_index(index: &IndexOptions, credentials: &Credentials, time
 }
 
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// `machine HOST login USER password PASS` entries of a `.netrc` (written by hand: the format is a few
@@ -340,6 +373,12 @@ mod tests {
         assert_eq!(c.for_url(&Url::parse("https://127.0.0.1:9090/x.whl").unwrap()), None);
         assert_eq!(c.for_url(&Url::parse("http://127.0.0.2:9090/x.whl").unwrap()), None);
         assert!(!format!("{c:?}").contains("p:ss"));
+        let token = IndexOptions { index_url: Some(Url::parse("https://gh%2Btok3n@h/simple/").unwrap()), ..Default::default() };
+        let t = Credentials::new(&token, None);
+        assert_eq!(t.for_url(&Url::parse("https://h/x.whl").unwrap()), Some(("gh+tok3n", "")));
+        let m = t.scrub("GET https://gh%2Btok3n@h/simple/ failed; token gh+tok3n refused");
+        assert!(!m.contains("tok3n"), "{m}");
+        assert!(c.scrub("http://al%40ice:p%3Ass@127.0.0.1:9090/simple/ said p:ss").matches("****").count() == 2, "{}", c.scrub("http://al%40ice:p%3Ass@127.0.0.1:9090/simple/ said p:ss"));
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub async fn resolve(uv: &Uv, input: &ResolveInput<'_>) -> Result<Vec<Dist>, Res
     uv_env(&mut cmd, input.index, &find_links, input.timeouts);
     let output = run(uv, cmd).await?;
     if !output.status.success() {
-        let message = uv_message(&output.stderr, input.index);
+        let message = uv_message(&output.stderr, input.credentials);
         if message.contains("building from source is disabled") {
             return Err(ResolveError::NeedsBuild { message });
         }

@@ -147,22 +147,27 @@ fn read_file(path: &Path, spec: &mut PipSpec, depth: usize, constraints: bool) -
         return Err(PipSpecError::Line { origin: path.display().to_string(), what: format!("larger than {MAX_FILE_BYTES} bytes") });
     }
     let root = path.parent().unwrap_or(Path::new("."));
-    // Continuation lines (a trailing backslash) join the next one, as pip reads them.
+    // Continuation lines (a trailing backslash) join the next one, as pip reads them; a backslash on the
+    // last line joins nothing.
     let mut pending = String::new();
     let mut start = 0;
-    for (n, line) in text.lines().enumerate() {
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
         if pending.is_empty() {
             start = n + 1;
         }
-        if let Some(head) = line.strip_suffix('\\') {
+        if let Some(head) = line.strip_suffix('\\').filter(|_| n + 1 < lines.len()) {
             pending.push_str(head);
             pending.push(' ');
             continue;
         }
-        pending.push_str(line);
+        pending.push_str(line.strip_suffix('\\').unwrap_or(line));
         let origin = format!("{}:{start}", path.display());
         let full = std::mem::take(&mut pending);
         if constraints {
+            if full.contains("--hash") {
+                return Err(PipSpecError::Line { origin, what: "--hash in a constraints file is not supported; put hashes on the requirements".into() });
+            }
             let mut sub = PipSpec::default();
             parse_line(&full, &origin, root, &mut sub, depth)?;
             spec.constraints.extend(sub.requirements);
@@ -190,6 +195,12 @@ fn parse_line(line: &str, origin: &str, root: &Path, spec: &mut PipSpec, depth: 
             Some((f, v)) => (f, Some(v.to_string())),
             None => (*first, words.get(1).map(|s| s.to_string())),
         };
+        const KNOWN: [&str; 10] = ["-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-r", "--requirement", "-c", "--constraint", "--hash"];
+        if !KNOWN.contains(&flag) {
+            return Err(bad(format!(
+                "{flag} is not supported; envlayer reads requirements, -r, -c, --hash, --index-url, --extra-index-url and --find-links"
+            )));
+        }
         let value = value.ok_or_else(|| bad(format!("{flag} needs a value")))?;
         match flag {
             "-i" | "--index-url" => spec.index.index_url = Some(index_url(&value, origin)?),
@@ -242,14 +253,22 @@ fn parse_line(line: &str, origin: &str, root: &Path, spec: &mut PipSpec, depth: 
     if req.version_or_url.as_ref().is_some_and(|v| matches!(v, pep508_rs::VersionOrUrl::Url(_))) {
         return Err(bad(format!("{text:?}: direct URL requirements are not supported; put the distribution on an index or use --find-links")));
     }
-    spec.requirements.push(Requirement { name: super::normalize(req.name.as_ref()), text, hashes, origin: origin.to_string() });
+    let name = super::normalize(req.name.as_ref());
+    // A distribution listed twice (in two -r files, say) is one requirement whose hashes add up.
+    if let Some(same) = spec.requirements.iter_mut().find(|r| r.name == name && r.text == text) {
+        same.hashes.extend(hashes);
+        same.hashes.sort();
+        same.hashes.dedup();
+        return Ok(());
+    }
+    spec.requirements.push(Requirement { name, text, hashes, origin: origin.to_string() });
     Ok(())
 }
 
 use std::str::FromStr as _;
 
 fn index_url(value: &str, origin: &str) -> Result<Url, PipSpecError> {
-    let value = expand_env(value);
+    let value = expand_env(value).map_err(|what| PipSpecError::Line { origin: origin.into(), what })?;
     let url = Url::parse(&value).map_err(|_| PipSpecError::Line { origin: origin.into(), what: format!("{:?} is not an index URL", shown(&value)) })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(PipSpecError::Line { origin: origin.into(), what: format!("{}: indexes are http(s) URLs", super::redact(&url)) });
@@ -258,7 +277,7 @@ fn index_url(value: &str, origin: &str) -> Result<Url, PipSpecError> {
 }
 
 fn find_links(value: &str, root: &Path, origin: &str) -> Result<Url, PipSpecError> {
-    let value = expand_env(value);
+    let value = expand_env(value).map_err(|what| PipSpecError::Line { origin: origin.into(), what })?;
     if let Ok(url) = Url::parse(&value) {
         if matches!(url.scheme(), "http" | "https" | "file") {
             return Ok(url);
@@ -270,7 +289,7 @@ fn find_links(value: &str, root: &Path, origin: &str) -> Result<Url, PipSpecErro
 }
 
 /// `${VAR}` in option lines, as pip expands them (for credentials kept out of the file).
-fn expand_env(value: &str) -> String {
+fn expand_env(value: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(i) = rest.find("${") {
@@ -279,7 +298,7 @@ fn expand_env(value: &str) -> String {
             Some(j) => {
                 let var = &rest[i + 2..i + 2 + j];
                 if !var.is_empty() && var.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
-                    out.push_str(&std::env::var(var).unwrap_or_default());
+                    out.push_str(&std::env::var(var).map_err(|_| format!("${{{var}}} is not set"))?);
                 } else {
                     out.push_str(&rest[i..i + 3 + j]);
                 }
@@ -292,7 +311,7 @@ fn expand_env(value: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 /// A value for an error message: escaped, and with any `user:password@` cut.
@@ -304,6 +323,16 @@ fn shown(value: &str) -> String {
     crate::net::escape(&v)
 }
 
+/// `name==version` (with extras or markers allowed), not `==1.*` or a marker's `==`.
+fn is_pinned(text: &str) -> bool {
+    match pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(text).ok().and_then(|r| r.version_or_url) {
+        Some(pep508_rs::VersionOrUrl::VersionSpecifier(specs)) => {
+            specs.len() == 1 && specs.iter().all(|s| *s.operator() == pep440_rs::Operator::Equal || *s.operator() == pep440_rs::Operator::ExactEqual)
+        }
+        _ => false,
+    }
+}
+
 fn check(spec: &PipSpec) -> Result<(), PipSpecError> {
     if spec.require_hashes() {
         for r in &spec.requirements {
@@ -313,7 +342,7 @@ fn check(spec: &PipSpec) -> Result<(), PipSpecError> {
                     what: format!("{} has no --hash, but other requirements do: with hashes, every requirement must have one (as pip's hash-checking mode requires)", r.text),
                 });
             }
-            if !r.text.contains("==") {
+            if !is_pinned(&r.text) {
                 return Err(PipSpecError::Line { origin: r.origin.clone(), what: format!("{}: a hashed requirement must be pinned with ==", r.text) });
             }
         }
@@ -367,5 +396,15 @@ mod tests {
         assert!(from_file(&f).unwrap_err().to_string().contains("nested"));
         let f = write(d.path(), "r5.txt", "six @ https://x.example/six.whl\n");
         assert!(from_file(&f).unwrap_err().to_string().contains("direct URL"));
+        let f = write(d.path(), "r6.txt", "six\n--no-deps\n");
+        let e = from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("r6.txt:2") && e.contains("--no-deps is not supported"), "{e}");
+        let hash = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254";
+        let f = write(d.path(), "r7.txt", &format!("six>=1; python_version==\"3.11\" --hash=sha256:{hash}\n"));
+        assert!(from_file(&f).unwrap_err().to_string().contains("pinned with =="));
+        let f = write(d.path(), "r8.txt", "--extra-index-url https://${ENVLAYER_TEST_SURELY_UNSET}@h/simple\n");
+        assert!(from_file(&f).unwrap_err().to_string().contains("ENVLAYER_TEST_SURELY_UNSET} is not set"));
+        let f = write(d.path(), "r9.txt", "six\ntabulate \\");
+        assert_eq!(from_file(&f).unwrap().requirements.len(), 2, "a backslash on the last line keeps the requirement");
     }
 }

@@ -3,6 +3,7 @@
 //! metadata-only wheels that stand for conda's distributions.
 
 use super::error::{ResolveError, MIN_UV};
+use super::fetch::Credentials;
 use super::spec::IndexOptions;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,7 +22,10 @@ pub struct Uv {
 /// nothing else of this process's environment reaches uv but what it needs to run and trust TLS.
 pub(crate) fn uv_env(cmd: &mut tokio::process::Command, index: &IndexOptions, find_links: &[String], timeouts: crate::net::Timeouts) {
     cmd.env_clear();
-    for var in ["PATH", "HOME", "NETRC", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR"] {
+    for var in [
+        "PATH", "HOME", "NETRC", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+        "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+    ] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);
         }
@@ -42,21 +46,65 @@ pub(crate) fn uv_env(cmd: &mut tokio::process::Command, index: &IndexOptions, fi
 }
 
 pub(crate) async fn run(uv: &Uv, mut cmd: tokio::process::Command) -> Result<std::process::Output, ResolveError> {
+    use tokio::io::AsyncReadExt as _;
     let shown = || uv.program.display().to_string();
-    let child = cmd.spawn().map_err(|source| ResolveError::NoUv { uv: shown(), source })?;
-    child.wait_with_output().await.map_err(|source| ResolveError::NoUv { uv: shown(), source })
+    // Its own process group: on a timeout, uv and whatever it started (a build backend) are killed.
+    cmd.process_group(0);
+    let mut child = cmd.spawn().map_err(|source| ResolveError::NoUv { uv: shown(), source })?;
+    let mut stderr = child.stderr.take();
+    // stderr is drained as it comes (uv never blocks on a full pipe), keeping the first 64 KiB.
+    let reader = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        let mut chunk = vec![0u8; 8192];
+        while let Some(err) = stderr.as_mut() {
+            match err.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => kept.extend_from_slice(&chunk[..n.min((64 << 10) - kept.len().min(64 << 10))]),
+            }
+        }
+        kept
+    });
+    let pid = child.id();
+    let kill_group = || {
+        if let Some(pgid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    };
+    let status = match tokio::time::timeout(UV_TIMEOUT, child.wait()).await {
+        Ok(status) => status.map_err(|source| ResolveError::NoUv { uv: shown(), source })?,
+        Err(_) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Err(ResolveError::TimedOut { seconds: UV_TIMEOUT.as_secs() });
+        }
+    };
+    // Nothing uv started outlives it.
+    kill_group();
+    let stderr = reader.await.unwrap_or_default();
+    Ok(std::process::Output { status, stdout: Vec::new(), stderr })
 }
 
+/// The longest a uv run (a resolve, or building one sdist) may take.
+pub const UV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// uv's error output: at most 64 KiB, without its `error: ` prefix, and with credentials cut.
-pub(crate) fn uv_message(stderr: &[u8], index: &IndexOptions) -> String {
+pub(crate) fn uv_message(stderr: &[u8], credentials: &Credentials) -> String {
     let message = String::from_utf8_lossy(&stderr[..stderr.len().min(64 << 10)]);
-    let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim()).to_string();
-    cut_credentials(&message, index)
+    let message = message.trim().strip_prefix("error: ").unwrap_or(message.trim());
+    credentials.scrub(message)
 }
 
 /// Builds the sdist at `sdist` into a wheel in `out` with `python` (the environment's own interpreter),
 /// in uv's isolated build environment (build requirements come from the indexes); returns the wheel.
-pub async fn build_wheel(uv: &Uv, python: &Path, sdist: &Path, out: &Path, index: &IndexOptions, timeouts: crate::net::Timeouts) -> Result<PathBuf, ResolveError> {
+pub async fn build_wheel(
+    uv: &Uv,
+    python: &Path,
+    sdist: &Path,
+    out: &Path,
+    index: &IndexOptions,
+    credentials: &Credentials,
+    timeouts: crate::net::Timeouts,
+) -> Result<PathBuf, ResolveError> {
     check_version(uv).await?;
     let name = sdist.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&uv.program);
@@ -72,7 +120,7 @@ pub async fn build_wheel(uv: &Uv, python: &Path, sdist: &Path, out: &Path, index
     uv_env(&mut cmd, index, &find_links, timeouts);
     let output = run(uv, cmd).await?;
     if !output.status.success() {
-        return Err(ResolveError::Build { sdist: name, message: uv_message(&output.stderr, index) });
+        return Err(ResolveError::Build { sdist: name, message: uv_message(&output.stderr, credentials) });
     }
     let wheels: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(|source| ResolveError::Io { path: out.to_path_buf(), source })?
@@ -112,13 +160,12 @@ pub(crate) fn write_stub_wheel(dir: &Path, name: &str, version: &str) -> std::io
 
 pub(crate) async fn check_version(uv: &Uv) -> Result<(), ResolveError> {
     let shown = uv.program.display().to_string();
-    let out = tokio::process::Command::new(&uv.program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
+    let version = tokio::process::Command::new(&uv.program).arg("--version").stdin(Stdio::null()).kill_on_drop(true).output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), version)
         .await
+        .map_err(|_| ResolveError::NoUv { uv: shown.clone(), source: std::io::Error::new(std::io::ErrorKind::TimedOut, "uv --version did not answer in 30 s") })?
         .map_err(|source| ResolveError::NoUv { uv: shown.clone(), source })?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(4096)]);
     let version = text.split_whitespace().nth(1).unwrap_or("").to_string();
     let parts: Vec<u64> = version.split('.').take(2).filter_map(|p| p.parse().ok()).collect();
     if parts.len() < 2 || (parts[0], parts[1]) < MIN_UV {
@@ -127,14 +174,3 @@ pub(crate) async fn check_version(uv: &Uv) -> Result<(), ResolveError> {
     Ok(())
 }
 
-/// uv's message with every index's `user:password@` removed (uv redacts most, but its message is shown
-/// as it is, so envlayer does not rely on that).
-fn cut_credentials(message: &str, index: &IndexOptions) -> String {
-    let mut m = message.to_string();
-    for u in index.urls() {
-        if let Some(p) = u.password() {
-            m = m.replace(p, "****");
-        }
-    }
-    m
-}

@@ -239,6 +239,11 @@ fn an_sdist_is_built_with_the_environments_python_and_cached_by_its_hash() {
     let channel = channels().join("local-python").display().to_string();
     let args = ["requirements.txt", "--python", "3.11", "--channel", &channel, "--index-url", &index.endpoint, "--cache-dir", "cache"];
     let uv = uv();
+    // Not without --build-sdists: building runs the package's code on this machine.
+    let (ok, _, err) = envlayer_env(&dir, &[&["build"], &args[..], &["-o", "refused.oci"]].concat(), &[("ENVLAYER_UV", &uv)]);
+    assert!(!ok && err.contains("six") && err.contains("--build-sdists"), "{err}");
+    assert!(!dir.join("refused.oci").exists());
+    let args = [&args[..], &["--build-sdists"]].concat();
     let s = build_json_env(&dir, &[&args[..], &["-o", "sdist.oci"]].concat(), &[("ENVLAYER_UV", &uv)]);
     assert!(layer_annotations(&dir.join("sdist.oci")).iter().any(|a| a == "pypi:six-1.16.0"), "{}", s["layers"]);
     let mut files = Vec::new();
