@@ -123,22 +123,20 @@ pub fn install(
     if archive.len() > MAX_FILES {
         return Err(format(format!("holds {} files; envlayer installs wheels of at most {MAX_FILES}", archive.len())));
     }
-    // The .dist-info folder: the one whose name is the wheel's distribution and version.
-    let dist_info = format!("{name}-{version}.dist-info");
-    let data_dir = format!("{name}-{version}.data");
+    // The .dist-info and .data folders: the top-level ones named for the wheel's distribution and version
+    // (however the archive spells them), else the names the file name gives.
     let members: Vec<String> = archive.file_names().map(|n| n.map(|n| n.into_owned())).collect::<Result<_, _>>().map_err(zip_err)?;
-    let dist_info = members
-        .iter()
-        .filter_map(|m| m.split('/').next())
-        .find(|top| top.ends_with(".dist-info") && super::normalize(top.trim_end_matches(".dist-info")) == super::normalize(&format!("{name}-{version}")))
-        .map(str::to_string)
-        .unwrap_or(dist_info);
-    let data_dir = members
-        .iter()
-        .filter_map(|m| m.split('/').next())
-        .find(|top| top.ends_with(".data") && super::normalize(top.trim_end_matches(".data")) == super::normalize(&format!("{name}-{version}")))
-        .map(str::to_string)
-        .unwrap_or(data_dir);
+    let stem = super::normalize(&format!("{name}-{version}"));
+    let top_dir = |suffix: &str| {
+        members
+            .iter()
+            .filter_map(|m| m.split('/').next())
+            .find(|top| top.strip_suffix(suffix).is_some_and(|t| super::normalize(t) == stem))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{name}-{version}{suffix}"))
+    };
+    let dist_info = top_dir(".dist-info");
+    let data_dir = top_dir(".data");
 
     let record_text = read_member(&mut archive, &format!("{dist_info}/RECORD"), 16 << 20).map_err(zip_err)?
         .ok_or_else(|| format(format!("has no {dist_info}/RECORD")))?;
