@@ -267,3 +267,62 @@ fn an_sdist_is_built_with_the_environments_python_and_cached_by_its_hash() {
     assert!(layer_annotations(&dir.join("third.oci")).iter().any(|a| a == "pypi:six-1.16.0"), "{}", third["layers"]);
     assert!(dir.join("cache/built").is_dir());
 }
+
+/// A wheel made here (the one party in these tests that is not real: a wheel that overwrites a file of
+/// conda's `requests`, which no real wheel does), with a correct RECORD.
+fn clobbering_wheel(dir: &Path) -> PathBuf {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("clobberer-1.0-py3-none-any.whl");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default();
+    let files: [(&str, &[u8]); 4] = [
+        ("requests/__init__.py", b"PATCHED_BY = 'clobberer'\n"),
+        ("clobberer-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: clobberer\nVersion: 1.0\n"),
+        ("clobberer-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
+        ("clobberer-1.0.dist-info/top_level.txt", b"requests\n"),
+    ];
+    let mut record = String::new();
+    for (name, data) in files {
+        zip.start_file(name, opts).unwrap();
+        zip.write_all(data).unwrap();
+        let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data));
+        record.push_str(&format!("{name},sha256={hash},{}\n", data.len()));
+    }
+    record.push_str("clobberer-1.0.dist-info/RECORD,,\n");
+    zip.start_file("clobberer-1.0.dist-info/RECORD", opts).unwrap();
+    zip.write_all(record.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    path
+}
+
+#[test]
+fn a_wheel_that_overwrites_a_conda_file_wins_it_and_is_reported() {
+    let dir = scratch("pip-clobber");
+    clobbering_wheel(&dir.join("wheels"));
+    let text = format!(
+        "name: clobber\nchannels:\n  - {}\ndependencies:\n  - python=3.11\n  - requests\n  - pip:\n    - --find-links ./wheels\n    - clobberer==1.0\n",
+        channels().join("local-python").display()
+    );
+    std::fs::write(dir.join("environment.yaml"), text).unwrap();
+    let uv = uv();
+    let s = build_json_env(&dir, &["environment.yaml", "-o", "c.oci", "--cache-dir", "cache", "--no-pyc"], &[("ENVLAYER_UV", &uv)]);
+    let clobbers = s["clobbers"].as_array().unwrap();
+    let hit = clobbers.iter().find(|c| c["path"] == "lib/python3.11/site-packages/requests/__init__.py").unwrap_or_else(|| panic!("{clobbers:?}"));
+    assert_eq!(hit["winner"], "pypi:clobberer-1.0");
+    assert!(hit["losers"][0].as_str().unwrap().starts_with("requests-"), "{hit}");
+    assert!(s["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("pypi:clobberer-1.0")), "{}", s["warnings"]);
+    // The image has the wheel's file, once: conda's requests layer leaves it out.
+    let mut copies = Vec::new();
+    for_each_layer_file(&dir.join("c.oci"), |path, data| {
+        if path.ends_with("site-packages/requests/__init__.py") {
+            copies.push(String::from_utf8_lossy(data).into_owned());
+        }
+    });
+    assert_eq!(copies, ["PATCHED_BY = 'clobberer'\n"]);
+    // The --find-links folder is recorded relative to the environment file.
+    let lock = std::fs::read_to_string(dir.join("c.oci.lock")).unwrap();
+    assert!(lock.contains("pypi: wheels/clobberer-1.0-py3-none-any.whl"), "{lock}");
+}
