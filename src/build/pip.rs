@@ -29,27 +29,30 @@ pub struct PipContext<'a> {
     pub wheels: &'a WheelStore,
 }
 
-/// The wheels to install, in name order; empty for an environment without a pip part.
+/// The wheels to install, in name order: the lock's (a lock is the truth, as for conda packages), else
+/// the pip part's resolved; empty when there are neither.
 pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -> Result<Vec<Dist>, BuildError> {
-    let Some(pip) = &inputs.spec.pip else { return Ok(Vec::new()) };
-    if pip.requirements.is_empty() {
+    let locked = match &opts.lock {
+        Some(lock) => crate::solve::read_lock_pypi(lock, opts.platform, &inputs.spec.root_dir)?,
+        None => Vec::new(),
+    };
+    let requirements = inputs.spec.pip.as_ref().map_or(&[][..], |p| &p.requirements[..]);
+    // A lock without pip packages (written before the pip part was added) means: resolve them.
+    if locked.is_empty() && requirements.is_empty() {
         return Ok(Vec::new());
     }
     if inputs.install_mode == InstallMode::Runtime {
         return Err(BuildError::PipAtRuntime);
     }
-    let python = cx.python.ok_or_else(|| BuildError::NoPythonForPip { package: pip.requirements[0].text.clone() })?;
+    let first = locked.first().map(Dist::label).or_else(|| requirements.first().map(|r| r.text.clone())).unwrap_or_default();
+    let python = cx.python.ok_or(BuildError::NoPythonForPip { package: first })?;
     let uv = Uv { program: opts.uv.clone(), cache_dir: opts.cache_dir.join("uv") };
     let credentials = crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref());
     let mut builder: Option<BuildEnv> = None;
-    let locked = match &opts.lock {
-        Some(lock) => crate::solve::read_lock_pypi(lock, opts.platform, &inputs.spec.root_dir)?,
-        None => Vec::new(),
-    };
-    // A lock without pip packages (written before the pip part was added) means: resolve them.
     let dists = if !locked.is_empty() {
         locked
     } else {
+        let Some(pip) = inputs.spec.pip.as_ref() else { return Ok(Vec::new()) };
         let mut provided = BTreeMap::new();
         for info in cx.infos {
             for (name, version) in &info.python_dists {
