@@ -30,7 +30,9 @@ python3 -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get instal
 # Lints first: clippy on every target, warnings are errors (the library may not print: see Cargo.toml).
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The library without the CLI feature: it must build, and pull in no command-line crate.
+# Each library crate alone (features are unified across a workspace build, which can hide a missing one),
+# and the library without the CLI feature: it must build, and pull in no command-line crate.
+for crate in envlayer-layers envlayer-oci; do cargo check -p "$crate" --lib --locked; done
 cargo check -p envlayer --lib --no-default-features --locked
 if cargo tree -p envlayer --no-default-features -e normal --locked | grep -E ' (clap|indicatif|tracing-subscriber) v'; then
   echo "the envlayer library depends on a command-line crate (above)" >&2; exit 1

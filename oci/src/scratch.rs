@@ -87,7 +87,12 @@ fn cache_claims() -> &'static Mutex<BTreeMap<PathBuf, Arc<Scratch>>> {
 pub fn cache_dir(root: &Path) -> io::Result<PathBuf> {
     let mut claims = cache_claims().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = claims.get(root) {
-        return Ok(s.path().to_path_buf());
+        // The cache may have been removed since (a library caller clearing it between builds): then a
+        // new folder is claimed rather than handing out a path that no longer exists.
+        if s.path().join(OWNER).is_file() {
+            return Ok(s.path().to_path_buf());
+        }
+        claims.remove(root);
     }
     let s = Scratch::claim(&root.join("tmp"), "run-")?;
     let path = s.path().to_path_buf();
@@ -160,5 +165,16 @@ mod tests {
         drop(live);
         drop(second);
         assert!(!a.exists() && !b.exists());
+    }
+
+    #[test]
+    fn a_cache_removed_under_a_running_process_gets_a_new_scratch_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = root.path().join("cache");
+        let first = cache_dir(&cache).unwrap();
+        assert_eq!(cache_dir(&cache).unwrap(), first, "one folder per cache and process");
+        std::fs::remove_dir_all(&cache).unwrap();
+        let second = cache_dir(&cache).unwrap();
+        assert!(second.is_dir(), "{}", second.display());
     }
 }
