@@ -354,7 +354,7 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
         let r2 = refs.iter().find(|(c, n, _)| *c == codec && *n == "two").unwrap().2.clone();
         // Best of three cold pulls, each on a freshly started containerd with an empty root (a new node).
         let (mut p1, mut p_again, mut p2) = (f64::MAX, 0.0, 0.0);
-        let (mut ready1, mut use1) = (f64::MAX, 0.0);
+        let (mut ready1, mut use1, mut start_cost) = (f64::MAX, 0.0, f64::MAX);
         for rep in 0..3 {
             let node_disk = LoopFs::new(&w.join(format!("containerd-{codec}-{rep}")), 4096);
             let ctrd = Service { dir: node_disk.mount.clone() };
@@ -367,18 +367,20 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
                 secs(t.elapsed())
             };
             // The first use in a container of the image (runc, as kubelet starts it; no network).
-            let run = |reference: &str, id: &str| -> f64 {
+            let run = |reference: &str, id: &str, command: &[&str]| -> f64 {
                 let t = Instant::now();
                 sh(Command::new("ctr")
                     .args(["--address", &sock, "-n", "k8s.io", "run", "--rm", "--snapshotter", &snapshotter])
                     .arg(reference)
                     .arg(id)
-                    .args(["/opt/conda/envs/pod/bin/python", "-c", FIRST_USE]));
+                    .args(command));
                 secs(t.elapsed())
             };
             pull(&base_ref);
+            // What starting any container costs here (an install at start runs in one too).
+            start_cost = start_cost.min(run(&base_ref, &format!("start-{rep}"), &["/bin/true"]));
             let cold = pull(&r1);
-            let used = run(&r1, &format!("first-{rep}"));
+            let used = run(&r1, &format!("first-{rep}"), &["/opt/conda/envs/pod/bin/python", "-c", FIRST_USE]);
             if cold + used < ready1 {
                 (ready1, use1) = (cold + used, used);
             }
@@ -394,8 +396,10 @@ async fn pod_start_scenario(rows: &mut Vec<Row>) {
         }
         row(rows, &format!("4 pod start, {codec}"), "pull+unpack / runtime install", p1 / rt_cold, 1.0, true,
             format!("cold pull {p1:.2}s (base already on the node) vs py-rattler solve+install {rt_cold:.2}s"));
-        row(rows, &format!("4 pod ready, {codec}, loopback"), "pull+first use / install+first use", ready1 / rt_ready, 1.0, true,
-            format!("pull+unpack+`ctr run` of `{FIRST_USE}` {ready1:.2}s (first use {use1:.2}s) vs py-rattler solve+install+first use {rt_ready:.2}s (install {rt_cold:.2}s)"));
+        // Both pods start a container: the install-at-start one from the base, then it installs and imports.
+        let rt_pod = start_cost + rt_ready;
+        row(rows, &format!("4 pod ready, {codec}, loopback"), "pull+first use / install+first use", ready1 / rt_pod, 1.0, true,
+            format!("pull+unpack+`ctr run` of `{FIRST_USE}` {ready1:.2}s (run {use1:.2}s) vs container start {start_cost:.2}s + py-rattler solve+install {rt_cold:.2}s + first use {:.2}s = {rt_pod:.2}s", rt_ready - rt_cold));
         println!("  (context) second pod on the node: pull {p_again:.2}s vs runtime install (warm cache) + first use {rt_second:.2}s");
         println!("  (context) second env sharing most packages: pull {p2:.2}s vs runtime install + first use {rt_env2:.2}s");
     }
