@@ -204,7 +204,20 @@ impl LoopFs {
 }
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
+        // containerd (stopped just before) may still be exiting, its snapshot mounts with it: wait for
+        // the disk to be free, then detach it lazily if it never is.
+        let umount = |args: &[&str]| Command::new("umount").args(args).arg(&self.mount).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
+        let mut done = false;
+        for _ in 0..50 {
+            if umount(&["-R"]) {
+                done = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !done {
+            let _ = umount(&["-R", "-l"]);
+        }
         let _ = std::fs::remove_file(&self.image);
     }
 }
