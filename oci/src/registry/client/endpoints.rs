@@ -274,13 +274,26 @@ impl Registry {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
         let scopes = [scope(repository, "pull,push")];
         let data = bytes.to_vec();
-        let resp = self
-            .send(&what, &scopes, |c| Ok(c.request(Method::PUT, url.clone()).header(header::CONTENT_TYPE, media_type).body(data.clone())))
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self.unexpected_answer(&what, resp).await);
+        // A registry may not see a blob committed a moment ago: distribution 2.x rewrites a repository's
+        // blob link in place when two clients push the same blob at once, and storage behind it may be
+        // eventually consistent. A manifest refused for an unknown blob is sent again, a few times.
+        let mut attempt = 0;
+        loop {
+            let resp = self
+                .send(&what, &scopes, |c| Ok(c.request(Method::PUT, url.clone()).header(header::CONTENT_TYPE, media_type).body(data.clone())))
+                .await?;
+            if resp.status().is_success() {
+                return Ok(Digest::of(bytes));
+            }
+            let err = self.unexpected_answer(&what, resp).await;
+            let blob_unknown = matches!(&err, RegistryError::Status { status: 400, detail, .. } if detail.contains("BLOB_UNKNOWN"));
+            if !blob_unknown || attempt == 3 {
+                return Err(err);
+            }
+            tracing::debug!("{}: {what}: a blob is not visible yet; sending the manifest again", self.host);
+            tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+            attempt += 1;
         }
-        Ok(Digest::of(bytes))
     }
 }
 
