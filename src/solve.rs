@@ -332,21 +332,6 @@ pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::Dist], root: &Path, chan
     std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
 }
 
-/// Reads the pip wheels for `platform` from a lock file, checked, in name order.
-/// Relative paths are taken from `root` (the environment file's folder).
-pub fn read_lock_pypi(path: &Path, platform: Subdir, root: &Path) -> Result<Vec<crate::pypi::Dist>, SolveError> {
-    let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
-    let lock = LockFile::from_path(path).map_err(|e| err(e.to_string()))?;
-    let env = lock.default_environment().ok_or_else(|| err("has no default environment".into()))?;
-    let Some(lock_platform) = lock.platform(platform.as_str()) else { return Ok(Vec::new()) };
-    let mut out = Vec::new();
-    for p in env.pypi_packages(lock_platform).into_iter().flatten() {
-        out.push(crate::pypi::Dist::from_lock(p, root).map_err(err)?);
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
 /// Reads the records for `platform` back from a lock file, in install order.
 pub fn read_lock(path: &Path, platform: Subdir) -> Result<Solved, SolveError> {
     let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };

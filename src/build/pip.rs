@@ -33,7 +33,8 @@ pub struct PipContext<'a> {
 /// the pip part's resolved; empty when there are neither.
 pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -> Result<Vec<Dist>, BuildError> {
     let locked = match &opts.lock {
-        Some(lock) => crate::solve::read_lock_pypi(lock, opts.platform, &inputs.spec.root_dir)?,
+        Some(lock) => crate::pypi::dist::read_lock(lock, opts.platform, &inputs.spec.root_dir, &inputs.pip_index.find_links)
+            .map_err(|reason| crate::solve::SolveError::Lock { path: lock.clone(), reason })?,
         None => Vec::new(),
     };
     let requirements = inputs.spec.pip.as_ref().map_or(&[][..], |p| &p.requirements[..]);

@@ -90,9 +90,11 @@ impl Dist {
         let url = match d.location.inner() {
             rattler_lock::UrlOrPath::Url(u) => u.clone(),
             rattler_lock::UrlOrPath::Path(rel) => {
+                // Relative to the environment file, or absolute (a --find-links folder elsewhere, checked
+                // by `read_lock`); never with `..`.
                 let rel = Path::new(rel.as_str());
-                if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                    return Err(format!("pip package {}: path {:?} must be relative to the environment file, without ..", d.name, crate::net::escape(rel.to_string_lossy().as_ref())));
+                if rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    return Err(format!("pip package {}: path {:?} has a `..`", d.name, crate::net::escape(rel.to_string_lossy().as_ref())));
                 }
                 Url::from_file_path(root.join(rel)).map_err(|_| format!("pip package {}: bad path", d.name))?
             }
@@ -109,6 +111,28 @@ impl Dist {
     pub fn label(&self) -> String {
         format!("pypi:{}-{}", self.name, self.version)
     }
+}
+
+/// The pip wheels for `platform` in a lock file, checked, in name order. Relative paths are taken from
+/// `root` (the environment file's folder); a local file elsewhere must be in one of `find_links` (a lock
+/// cannot make envlayer read an arbitrary file of this machine).
+pub fn read_lock(path: &Path, platform: rattler_conda_types::Subdir, root: &Path, find_links: &[Url]) -> Result<Vec<Dist>, String> {
+    let lock = rattler_lock::LockFile::from_path(path).map_err(|e| e.to_string())?;
+    let env = lock.default_environment().ok_or("has no default environment")?;
+    let Some(lock_platform) = lock.platform(platform.as_str()) else { return Ok(Vec::new()) };
+    let folders: Vec<std::path::PathBuf> = std::iter::once(root.to_path_buf()).chain(find_links.iter().filter_map(|u| u.to_file_path().ok())).collect();
+    let mut out = Vec::new();
+    for p in env.pypi_packages(lock_platform).into_iter().flatten() {
+        let dist = Dist::from_lock(p, root)?;
+        if let Ok(file) = dist.url.to_file_path() {
+            if !folders.iter().any(|f| file.starts_with(f)) {
+                return Err(format!("pip package {}: {} is neither beside the environment file nor in a --find-links folder", dist.name, crate::net::escape(&file.display().to_string())));
+            }
+        }
+        out.push(dist);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 #[cfg(test)]

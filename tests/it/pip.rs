@@ -325,4 +325,12 @@ fn a_wheel_that_overwrites_a_conda_file_wins_it_and_is_reported() {
     // The --find-links folder is recorded relative to the environment file.
     let lock = std::fs::read_to_string(dir.join("c.oci.lock")).unwrap();
     assert!(lock.contains("pypi: wheels/clobberer-1.0-py3-none-any.whl"), "{lock}");
+    // A lock cannot make envlayer read a file elsewhere on this machine, even one with the right name.
+    let elsewhere = dir.join("../pip-clobber-elsewhere");
+    clobbering_wheel(&elsewhere);
+    let moved = lock.replace("wheels/clobberer-1.0-py3-none-any.whl", &format!("file://{}/clobberer-1.0-py3-none-any.whl", elsewhere.canonicalize().unwrap().display()));
+    std::fs::write(dir.join("moved.lock"), moved).unwrap();
+    let (ok, _, err) = envlayer_env(&dir, &["build", "environment.yaml", "-o", "m.oci", "--cache-dir", "cache", "--lock", "moved.lock"], &[("ENVLAYER_UV", &uv)]);
+    assert!(!ok && err.contains("moved.lock") && err.contains("neither beside the environment file nor in a --find-links folder"), "{err}");
+    assert!(!dir.join("m.oci").exists());
 }
