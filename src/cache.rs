@@ -43,7 +43,7 @@ pub fn package_key(record: &RepoDataRecord, params: &LayerParams) -> String {
         "python": python,
         "compression": params.compression.id(),
         "mtime": params.mtime,
-        "pyc": params.pyc,
+        "pyc": params.pyc.as_ref().map(|p| format!("{p} {}", crate::pyc::WORKER)),
     });
     Digest::of(&crate::image::canonical_json(&input)).hex()
 }
@@ -60,7 +60,7 @@ pub fn wheel_key(wheel: &crate::pypi::Dist, params: &LayerParams) -> String {
         "python": params.target.python.as_ref().map(|p| format!("{}.{}", p.short_version.0, p.short_version.1)),
         "compression": params.compression.id(),
         "mtime": params.mtime,
-        "pyc": params.pyc,
+        "pyc": params.pyc.as_ref().map(|p| format!("{p} {}", crate::pyc::WORKER)),
     });
     Digest::of(&crate::image::canonical_json(&input)).hex()
 }

@@ -3,13 +3,48 @@
 //! (`checked-hash`: no mtime in them, and Python never rewrites them while the source matches), name the
 //! target prefix as their source path, and are compiled with `PYTHONHASHSEED=0`, so the same package
 //! always gives the same bytes. They are listed in the package's `conda-meta` record as `pyc_file`.
+//!
+//! A build compiles through one [`Pool`] of long-lived interpreters (one per CPU) fed chunks of files
+//! from every package at once: starting an interpreter (and `compileall`'s process pool) per package
+//! cost more than compiling the small packages, and the large ones (the standard library) are split
+//! across every worker. Written by hand: no crate compiles Python; each worker runs `py_compile`, which
+//! is what `compileall` runs per file.
+//!
+//! A worker's output does not depend on what it compiled before: marshal marks an object as shared when
+//! its reference count is above one, so a worker imports everything it will ever use (the `SCRIPT` below)
+//! before its first file, and keeps nothing from one file to the next.
 
 use crate::install::InstallError;
 use rattler_conda_types::prefix_record::{PathType, PathsEntry};
 use rattler_conda_types::PrefixRecord;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Condvar, Mutex};
+
+/// How `.pyc` files are made, in the layer cache keys: a change that can change their bytes changes it.
+pub const WORKER: &str = "py_compile-pool/1";
+
+/// Files sent to a worker at a time: small enough that the standard library spreads over every worker,
+/// large enough that a request costs little next to compiling.
+const CHUNK: usize = 40;
+
+/// The worker: one JSON request per line (`stage`, `prefix`, `files` relative to both), one `ok` line
+/// back when every file was compiled or skipped. A file that does not compile is skipped.
+const SCRIPT: &str = r#"
+import sys, os, json, importlib.util, py_compile, traceback, linecache, tokenize
+mode = py_compile.PycInvalidationMode.CHECKED_HASH
+for line in sys.stdin:
+    req = json.loads(line)
+    for rel in req["files"]:
+        src = os.path.join(req["stage"], rel)
+        try:
+            py_compile.compile(src, cfile=importlib.util.cache_from_source(src), dfile=os.path.join(req["prefix"], rel), doraise=True, invalidation_mode=mode)
+        except Exception:
+            pass
+    sys.stdout.write("ok\n")
+    sys.stdout.flush()
+"#;
 
 /// An interpreter that can compile for the environment.
 #[derive(Debug, Clone)]
@@ -34,6 +69,96 @@ impl Compiler {
             lib_dir: format!("lib/python{major}.{minor}"),
             cache_tag: format!("cpython-{major}{minor}"),
         }
+    }
+
+    /// The `.py` files among `paths` that get compiled.
+    fn sources<'p>(&self, paths: &'p [String]) -> Vec<&'p String> {
+        let prefix = format!("{}/", self.lib_dir);
+        paths.iter().filter(|p| p.starts_with(&prefix) && p.ends_with(".py")).collect()
+    }
+
+    /// The `.pyc` files of `sources` that exist in the stage, sorted: a file that does not compile
+    /// (test data with deliberate syntax errors, Python 2 leftovers) is skipped, as conda skips it.
+    fn compiled(&self, stage: &Path, sources: &[&String]) -> Vec<String> {
+        let mut added = Vec::new();
+        for src in sources {
+            let p = Path::new(src.as_str());
+            let (Some(dir), Some(stem)) = (p.parent(), p.file_stem()) else { continue };
+            let pyc = dir.join("__pycache__").join(format!("{}.{}.pyc", stem.to_string_lossy(), self.cache_tag));
+            if stage.join(&pyc).is_file() {
+                added.push(pyc.to_string_lossy().into_owned());
+            }
+        }
+        added.sort();
+        added
+    }
+
+    fn spawn(&self) -> Result<Worker, InstallError> {
+        let mut child = Command::new(&self.python)
+            // -B: the modules the worker imports must not get timestamp .pyc written first.
+            .args(["-B", "-s", "-c", SCRIPT])
+            .env_clear()
+            .env("PYTHONHASHSEED", "0")
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| self.io(e))?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        match (stdin, stdout) {
+            (Some(stdin), Some(stdout)) => Ok(Worker { child, stdin, stdout: BufReader::new(stdout) }),
+            _ => Err(self.io(std::io::Error::other("no pipe to the worker"))),
+        }
+    }
+
+    fn io(&self, e: std::io::Error) -> InstallError {
+        InstallError::Io { path: self.python.clone(), source: e }
+    }
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    fn run(&mut self, stage: &Path, prefix: &str, files: &[&String]) -> std::io::Result<()> {
+        let stage = stage.to_str().ok_or_else(|| std::io::Error::other("a stage path that is not UTF-8"))?;
+        let mut line = serde_json::to_string(&serde_json::json!({ "stage": stage, "prefix": prefix, "files": files }))?;
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes())?;
+        self.stdin.flush()?;
+        let mut reply = String::new();
+        self.stdout.read_line(&mut reply)?;
+        if reply.trim_end() != "ok" {
+            return Err(std::io::Error::other(format!("the compiling python exited ({})", self.child.try_wait().ok().flatten().map(|s| s.to_string()).unwrap_or_default())));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Long-lived compiling interpreters shared by every package of a build.
+pub struct Pool {
+    compiler: Compiler,
+    size: usize,
+    /// Idle workers, and how many exist.
+    state: Mutex<(Vec<Worker>, usize)>,
+    freed: Condvar,
+}
+
+impl Pool {
+    /// A pool of at most `size` workers, started when first needed.
+    pub fn new(compiler: Compiler, size: usize) -> Self {
+        Self { compiler, size: size.max(1), state: Mutex::new((Vec::new(), 0)), freed: Condvar::new() }
     }
 
     /// Compiles the package staged at `stage` whose files are `paths` and whose record is
@@ -67,46 +192,60 @@ impl Compiler {
     }
 
     /// Compiles the `.py` files among `paths` (relative to the prefix) under `lib/pythonX.Y` of the
-    /// stage; returns the `.pyc` paths added, sorted.
+    /// stage, in chunks spread over the workers; returns the `.pyc` paths added, sorted. Blocks.
     pub fn compile_files(&self, stage: &Path, paths: &[String]) -> Result<Vec<String>, InstallError> {
-        let prefix = format!("{}/", self.lib_dir);
-        let sources: Vec<&String> = paths.iter().filter(|p| p.starts_with(&prefix) && p.ends_with(".py")).collect();
-        if sources.is_empty() {
-            return Ok(Vec::new());
-        }
-        let io = |path: &Path, e: std::io::Error| InstallError::Io { path: path.to_path_buf(), source: e };
-        let mut child = Command::new(&self.python)
-            // -B: the modules compileall itself imports must not get timestamp .pyc written first; -f: compile all.
-            .args(["-B", "-s", "-m", "compileall", "-f", "-q", "-j", "0", "--invalidation-mode", "checked-hash", "-s"])
-            .arg(stage)
-            .arg("-p")
-            .arg(&self.target_prefix)
-            .args(["-i", "-"])
-            .env_clear()
-            .env("PYTHONHASHSEED", "0")
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| io(&self.python, e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let list: String = sources.iter().map(|p| format!("{}\n", stage.join(p).display())).collect();
-            stdin.write_all(list.as_bytes()).map_err(|e| io(&self.python, e))?;
-        }
-        // compileall exits 1 when some file does not compile (test data with deliberate syntax errors,
-        // Python 2 leftovers): those are skipped, as conda skips them.
-        let _ = child.wait_with_output().map_err(|e| io(&self.python, e))?;
-        let mut added = Vec::new();
-        for src in sources {
-            let p = Path::new(src.as_str());
-            let (Some(dir), Some(stem)) = (p.parent(), p.file_stem()) else { continue };
-            let pyc = dir.join("__pycache__").join(format!("{}.{}.pyc", stem.to_string_lossy(), self.cache_tag));
-            if stage.join(&pyc).is_file() {
-                added.push(pyc.to_string_lossy().into_owned());
+        let sources = self.compiler.sources(paths);
+        let chunks: Vec<&[&String]> = sources.chunks(CHUNK).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = chunks.len().min(self.size);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| -> Result<(), InstallError> {
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(chunk) = chunks.get(k) else { return Ok(()) };
+                            let mut worker = self.take()?;
+                            match worker.run(stage, &self.compiler.target_prefix, chunk) {
+                                Ok(()) => self.give(worker),
+                                Err(e) => {
+                                    self.lost();
+                                    return Err(self.compiler.io(e));
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(self.compiler.io(std::io::Error::other("a compile thread panicked")))))
+        })?;
+        Ok(self.compiler.compiled(stage, &sources))
+    }
+
+    /// An idle worker, a new one while there are fewer than `size`, or the next one freed.
+    fn take(&self) -> Result<Worker, InstallError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(w) = state.0.pop() {
+                return Ok(w);
             }
+            if state.1 < self.size {
+                state.1 += 1;
+                drop(state);
+                return self.compiler.spawn().inspect_err(|_| self.lost());
+            }
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        added.sort();
-        Ok(added)
+    }
+
+    fn give(&self, w: Worker) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0.push(w);
+        self.freed.notify_one();
+    }
+
+    /// A worker died or never started: another may take its place.
+    fn lost(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 -= 1;
+        self.freed.notify_one();
     }
 }

@@ -99,7 +99,7 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// The time of the build (goes in the manifest's annotations when no SOURCE_DATE_EPOCH is given).
     pub now: jiff::Timestamp,
-    /// How many layers are built at once.
+    /// How many layers are built, and interpreters compile `.pyc` files, at once.
     pub jobs: usize,
     /// How long the image is fresh (the `quay.expires-after` label and the `io.envlayer.expires`
     /// annotation); none for images that do not expire.

@@ -81,7 +81,14 @@ pub struct Baker<'a> {
     installed: AtomicUsize,
     compressed: AtomicUsize,
     cached: AtomicUsize,
+    /// Each package as installed, before its `.pyc` files.
+    installs: Vec<OnceCell<(PathBuf, PackageFacts)>>,
+    /// Each package ready to pack: installed and compiled.
     stages: Vec<OnceCell<(PathBuf, PackageFacts)>>,
+    /// The compiling interpreters, once python is installed, when `.pyc` files are compiled.
+    pool: OnceCell<Option<std::sync::Arc<crate::pyc::Pool>>>,
+    /// How many interpreters compile at once: the build's `jobs`.
+    pool_size: AtomicUsize,
     tmp: tempfile::TempDir,
 }
 
@@ -121,7 +128,10 @@ impl<'a> Baker<'a> {
             installed: AtomicUsize::new(0),
             compressed: AtomicUsize::new(0),
             cached: AtomicUsize::new(0),
+            installs: (0..records.len() + wheels.len()).map(|_| OnceCell::new()).collect(),
             stages: (0..records.len() + wheels.len()).map(|_| OnceCell::new()).collect(),
+            pool: OnceCell::new(),
+            pool_size: AtomicUsize::new(crate::build::cpus() as usize),
             tmp,
         })
     }
@@ -134,15 +144,23 @@ impl<'a> Baker<'a> {
         }
     }
 
-    /// The staged python, for compiling `.pyc` files, if they are compiled.
-    async fn compiler(&self) -> Result<Option<crate::pyc::Compiler>, BuildError> {
-        match (self.pyc_python, self.params.target.python.as_ref()) {
-            (Some(py), Some(info)) => {
-                let stage = Box::pin(self.stage(py)).await?.0.clone();
-                Ok(Some(crate::pyc::Compiler::new(&stage, info, &self.params.target.prefix)))
-            }
-            _ => Ok(None),
-        }
+    /// The interpreters compiling `.pyc` files, if they are compiled: python's own stage, as soon as it
+    /// is installed (compiling python's standard library runs beside the other packages' compiles).
+    async fn pool(&self) -> Result<Option<std::sync::Arc<crate::pyc::Pool>>, BuildError> {
+        let pool = self
+            .pool
+            .get_or_try_init(|| async {
+                match (self.pyc_python, self.params.target.python.as_ref()) {
+                    (Some(py), Some(info)) => {
+                        let stage = &Box::pin(self.install(py)).await?.0;
+                        let compiler = crate::pyc::Compiler::new(stage, info, &self.params.target.prefix);
+                        Ok::<_, BuildError>(Some(std::sync::Arc::new(crate::pyc::Pool::new(compiler, self.pool_size.load(Ordering::Relaxed)))))
+                    }
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        Ok(pool.clone())
     }
 
     /// Installs wheel `w` into the stage of package `i`.
@@ -157,7 +175,7 @@ impl<'a> Baker<'a> {
         let python = self.params.target.python.as_ref().ok_or_else(|| BuildError::NoPythonForPip { package: dist.label() })?;
         let (major, minor) = python.short_version;
         let scheme = crate::pypi::wheel::Scheme::for_python(&self.params.target.prefix, major, minor);
-        let compiler = self.compiler().await?;
+        let compiler = self.pool().await?;
         let stage = self.tmp.path().join(i.to_string());
         // An sdist's layer installs the wheel built from it.
         let file = wheel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -192,18 +210,10 @@ impl<'a> Baker<'a> {
         self.stages[i]
             .get_or_try_init(|| async move {
                 let record = &self.records[i];
-                let fetched = self.store.fetch(record).await?;
-                if fetched.downloaded {
-                    self.downloaded.fetch_add(1, Ordering::Relaxed);
-                }
-                self.reporter.advance(Stage::Fetch, &dist(record));
-                let stage = self.tmp.path().join(i.to_string());
-                let mut facts = install_package(&fetched.extracted, record, &self.params.target, &stage).await?;
-                if let (Some(py), Some(info)) = (self.pyc_python, self.params.target.python.as_ref()) {
-                    let python_stage = if py == i { stage.clone() } else { Box::pin(self.stage(py)).await?.0.clone() };
-                    let compiler = crate::pyc::Compiler::new(&python_stage, info, &self.params.target.prefix);
+                let (stage, mut facts) = self.install(i).await?.clone();
+                if let Some(pool) = self.pool().await? {
                     let (st, paths, d) = (stage.clone(), facts.paths.clone(), facts.dist.clone());
-                    let added = tokio::task::spawn_blocking(move || compiler.compile(&st, &paths, &d))
+                    let added = tokio::task::spawn_blocking(move || pool.compile(&st, &paths, &d))
                         .await
                         .map_err(|source| BuildError::Task { what: format!("compiling the .pyc files of {}", dist(record)), source })??;
                     facts.files += added.len();
@@ -212,6 +222,23 @@ impl<'a> Baker<'a> {
                 self.installed.fetch_add(1, Ordering::Relaxed);
                 self.reporter.advance(Stage::Install, &dist(record));
                 self.cache.put_facts(&self.keys[i], &facts)?;
+                Ok::<_, BuildError>((stage, facts))
+            })
+            .await
+    }
+
+    /// Fetches conda package `i` and installs it into its stage (once), without `.pyc` files.
+    async fn install(&self, i: usize) -> Result<&(PathBuf, PackageFacts), BuildError> {
+        self.installs[i]
+            .get_or_try_init(|| async move {
+                let record = &self.records[i];
+                let fetched = self.store.fetch(record).await?;
+                if fetched.downloaded {
+                    self.downloaded.fetch_add(1, Ordering::Relaxed);
+                }
+                self.reporter.advance(Stage::Fetch, &dist(record));
+                let stage = self.tmp.path().join(i.to_string());
+                let facts = install_package(&fetched.extracted, record, &self.params.target, &stage).await?;
                 Ok::<_, BuildError>((stage, facts))
             })
             .await
@@ -235,6 +262,7 @@ impl<'a> Baker<'a> {
     /// that loses a clobbered path are packed again without those paths.
     pub async fn bake(&self, baked: &[usize], plan: &[Vec<usize>], jobs: usize) -> Result<Baked, BuildError> {
         let t0 = std::time::Instant::now();
+        self.pool_size.store(jobs.max(1), Ordering::Relaxed);
         let none = BTreeMap::new();
         let mut layers = futures::stream::iter(plan.iter().map(|members| {
             let none = &none;

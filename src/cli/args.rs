@@ -155,7 +155,7 @@ pub struct BuildFlags {
     /// Do not compile .pyc files into the layers.
     #[arg(long)]
     pub no_pyc: bool,
-    /// How many layers to build at once [default: number of CPUs].
+    /// How many layers to build, and interpreters to compile `.pyc` files, at once [default: number of CPUs].
     #[arg(long)]
     pub jobs: Option<usize>,
     /// No progress bars.
