@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "pipeline/link.rs"]
+mod link;
 #[path = "pipeline/pod.rs"]
 mod pod;
 
@@ -303,7 +305,7 @@ async fn main() {
         // 3: the last synthetic package is the "one more".
         push_scenario(&mut rows, &large_channel, &large_deps, &format!("synth-{:03}", count - 1)).await;
     }
-    pod::pod_start_scenario(&mut rows).await;
+    pod::pod_start_scenario(&mut rows, quick).await;
     // 5: the biggest layer's tar: the baseline's tar of local-python.
     let tar = w.join("python.tar");
     if !tar.is_file() {

@@ -8,6 +8,9 @@
 #   tls       HTTPS with a leaf certificate signed by a test CA ($WORKDIR/ca.pem), no auth
 # usage: start-registry.sh MODE WORKDIR
 # Writes WORKDIR/addr (host:port), WORKDIR/pids (every process started) and WORKDIR/registry.log.
+# REGISTRY_BIND (default 127.0.0.1) is the address to listen on; REGISTRY_DATA (default WORKDIR/data)
+# the storage folder, which a second registry may serve too (the benchmark serves one storage on
+# loopback and across a shaped link).
 # Stop everything with: kill $(cat WORKDIR/pids)
 set -euo pipefail
 mode=${1:?usage: start-registry.sh MODE WORKDIR}
@@ -67,11 +70,11 @@ log:
     disabled: false
 storage:
   filesystem:
-    rootdirectory: $work/data
+    rootdirectory: ${REGISTRY_DATA:-$work/data}
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:0
+  addr: ${REGISTRY_BIND:-127.0.0.1}:0
 $tls
 $auth
 YAML
