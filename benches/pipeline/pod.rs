@@ -12,7 +12,7 @@ struct LoopFs {
 }
 impl LoopFs {
     fn new(mount: &Path, megabytes: u64) -> LoopFs {
-        let _ = Command::new("umount").arg(mount).status();
+        let _ = Command::new("umount").arg(mount).stderr(std::process::Stdio::null()).status();
         let _ = std::fs::remove_dir_all(mount);
         std::fs::create_dir_all(mount).unwrap();
         let image = mount.with_extension("ext4");
@@ -49,13 +49,19 @@ struct Kind {
     compression: Compression,
     /// One layer for every package (what a `RUN micromamba install` image has).
     single_layer: bool,
+    /// `.pyc` files compiled into the layers.
+    pyc: bool,
+    /// Packages under 1 MiB share 4 hash-bucketed layers.
+    buckets: bool,
 }
 
-const KINDS: [Kind; 4] = [
-    Kind { label: "gzip", compression: Compression::GZIP_DEFAULT, single_layer: false },
-    Kind { label: "zstd-3", compression: Compression::Zstd(3), single_layer: false },
-    Kind { label: "zstd-19", compression: Compression::Zstd(19), single_layer: false },
-    Kind { label: "single-layer gzip", compression: Compression::GZIP_DEFAULT, single_layer: true },
+const KINDS: [Kind; 6] = [
+    Kind { label: "gzip", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false },
+    Kind { label: "gzip, small packages in 4 buckets", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true },
+    Kind { label: "gzip, no .pyc", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: false, buckets: false },
+    Kind { label: "zstd-3", compression: Compression::Zstd(3), single_layer: false, pyc: true, buckets: false },
+    Kind { label: "zstd-19", compression: Compression::Zstd(19), single_layer: false, pyc: true, buckets: false },
+    Kind { label: "single-layer gzip", compression: Compression::GZIP_DEFAULT, single_layer: true, pyc: true, buckets: false },
 ];
 
 /// What a kind's pulls measured on one link (best of three fresh nodes).
@@ -107,13 +113,23 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
     let env2 = env_file(&w2, "pod", &fixtures, &deps2);
     // The base is on the node already for both ways of starting (the runtime-install pod needs it too).
     sh(Command::new("skopeo").args(["copy", "-q", "--dest-tls-verify=false"]).arg(format!("oci:{}:base", base_layout.display())).arg(format!("docker://{addr}/bench/base:1")));
+    let base_layers: Vec<String> = {
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(base_layout.join("index.json")).unwrap()).unwrap();
+        let digest = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(base_layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
+        manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+    };
     let mut image_bytes = Vec::new();
     let mut conda_bytes = 0u64;
     for kind in &KINDS {
         for (n, env) in [("one", &env1), ("two", &env2)] {
-            let cache = w.join(format!("cache-{}", kind.label.replace(' ', "-")));
-            let mut opts = BuildOptions::new(env.as_path(), w.join(format!("{}-{n}.oci", kind.label.replace(' ', "-"))), &cache);
+            let cache = w.join(format!("cache-{}", kind.label.replace([' ', ',', '.'], "-")));
+            let mut opts = BuildOptions::new(env.as_path(), w.join(format!("{}-{n}.oci", kind.label.replace([' ', ',', '.'], "-"))), &cache);
             opts.compression = kind.compression;
+            opts.pyc = kind.pyc;
+            if kind.buckets {
+                opts.buckets = Some(envlayer::build::Buckets { below: 1 << 20, count: 4 });
+            }
             opts.base = Some(BaseRef::Layout { layout: base_layout.clone(), tag: Some("base".into()) });
             if kind.single_layer {
                 // The base's layer, one layer for every package, the environment's own layer.
@@ -122,12 +138,13 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
             let t = Instant::now();
             let built = envlayer::build(&opts, &envlayer::NoReporter).await.unwrap();
             let took = t.elapsed();
-            let target: envlayer::registry::Reference = format!("{addr}/bench/pod:{}-{n}", kind.label.replace(' ', "-")).parse().unwrap();
+            let target: envlayer::registry::Reference = format!("{addr}/bench/pod:{}-{n}", kind.label.replace([' ', ',', '.'], "-")).parse().unwrap();
             let registry = envlayer::registry::connect(&target, &Default::default(), &Default::default()).await.unwrap();
             envlayer::push::push_image(&registry, &target, &built.image, 4, &mut envlayer::push::BlobLocations::none()).await.unwrap();
             if n == "one" {
-                let layers: u64 = built.summary.layers.iter().skip_while(|l| l.packages.is_empty()).map(|l| l.size).sum();
-                println!("  (context) {}: {} layers after the base, {layers} B, cold build {:.1}s", kind.label, built.summary.layers.iter().skip_while(|l| l.packages.is_empty()).count(), secs(took));
+                let own: Vec<_> = built.summary.layers.iter().filter(|l| !base_layers.contains(&l.digest)).collect();
+                let layers: u64 = own.iter().map(|l| l.size).sum();
+                println!("  (context) {}: {} layers after the base, {layers} B, cold build {:.1}s", kind.label, own.len(), secs(took));
                 image_bytes.push(layers);
                 conda_bytes = built.summary.packages.iter().map(|p| {
                     let sub = if p.build.starts_with("py_") { "noarch" } else { "linux-64" };
@@ -149,7 +166,7 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
         let rt = installs(&link, &addr_local, &script, &server.url, &deps, &deps2);
         let mut pulls = Vec::new();
         for kind in &KINDS {
-            let tag = kind.label.replace(' ', "-");
+            let tag = kind.label.replace([' ', ',', '.'], "-");
             pulls.push(kind_pulls(&link, &w, &addr, &format!("{addr}/bench/pod:{tag}-one"), &format!("{addr}/bench/pod:{tag}-two")));
         }
         let l = &profile.label;

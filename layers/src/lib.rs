@@ -16,4 +16,4 @@ mod plan;
 pub use compress::Compression;
 pub use digest::{Digest, DigestParseError, HashingWriter};
 pub use pack::{pack_to_file, EntryKind, Layer, PackError, PackOptions, Source, TarEntry, collect_entries, write_tar};
-pub use plan::{plan_layers, PlanItem};
+pub use plan::{plan_buckets, plan_layers, PlanItem};

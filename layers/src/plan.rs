@@ -38,8 +38,7 @@ pub fn plan_layers(items: &[PlanItem], budget: usize) -> Vec<Vec<usize>> {
             groups.push(vec![i]);
             continue;
         }
-        let h = Sha256::digest(item.key.as_bytes());
-        let b = (u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8])) % buckets as u64) as usize;
+        let b = bucket(&item.key, buckets);
         match bucket_of[b] {
             Some(g) => {
                 let group: &mut Vec<usize> = &mut groups[g];
@@ -52,6 +51,42 @@ pub fn plan_layers(items: &[PlanItem], budget: usize) -> Vec<Vec<usize>> {
         }
     }
     groups
+}
+
+/// Items smaller than `below` bytes share `buckets` layers, chosen by a hash of their key; larger ones
+/// get a layer each. Returns the layers as [`plan_layers`] does, or `None` when that would exceed
+/// `budget` (the caller then falls back to [`plan_layers`]).
+///
+/// Each layer then costs a pull its fixed price (containerd applies layers one at a time, ~50 ms each),
+/// and small packages share it. As with the budget's buckets, adding, removing or upgrading a small item
+/// changes its bucket only; an item that grows past `below` moves to a layer of its own.
+pub fn plan_buckets(items: &[PlanItem], below: u64, buckets: usize, budget: usize) -> Option<Vec<Vec<usize>>> {
+    let buckets = buckets.max(1);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut bucket_of = vec![None; buckets];
+    for (i, item) in items.iter().enumerate() {
+        if item.size >= below {
+            groups.push(vec![i]);
+            continue;
+        }
+        let b = bucket(&item.key, buckets);
+        match bucket_of[b] {
+            Some(g) => {
+                let group: &mut Vec<usize> = &mut groups[g];
+                group.push(i);
+            }
+            None => {
+                bucket_of[b] = Some(groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    (groups.len() <= budget.max(1)).then_some(groups)
+}
+
+fn bucket(key: &str, buckets: usize) -> usize {
+    let h = Sha256::digest(key.as_bytes());
+    (u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8])) % buckets as u64) as usize
 }
 
 #[cfg(test)]
@@ -92,5 +127,31 @@ mod tests {
         let ka = keys(&after, &it);
         let changed = ka.iter().filter(|g| !kb.contains(g)).count();
         assert_eq!(changed, 1, "before {kb:?}\nafter {ka:?}");
+    }
+
+    #[test]
+    fn small_items_share_buckets_large_ones_stay_alone() {
+        let it: Vec<PlanItem> = (0..20).map(|i| PlanItem { key: format!("pkg{i}"), size: if i % 5 == 0 { 5_000_000 } else { 1000 } }).collect();
+        let plan = plan_buckets(&it, 1_000_000, 3, 100).expect("within budget");
+        assert!(plan.len() <= 4 + 3, "{plan:?}");
+        for g in &plan {
+            if g.iter().any(|&i| it[i].size >= 1_000_000) {
+                assert_eq!(g.len(), 1, "a large item is alone: {g:?}");
+            }
+        }
+        let mut all: Vec<usize> = plan.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+        // Layers come in the order of their first item, and each keeps install order.
+        let firsts: Vec<usize> = plan.iter().map(|g| g[0]).collect();
+        assert!(firsts.windows(2).all(|w| w[0] < w[1]) && plan.iter().all(|g| g.windows(2).all(|w| w[0] < w[1])));
+        // Upgrading a small item (same key, other size) or adding one touches its bucket only.
+        let mut more = it.clone();
+        more.push(PlanItem { key: "newcomer".into(), size: 10 });
+        let after = plan_buckets(&more, 1_000_000, 3, 100).expect("within budget");
+        let changed = after.iter().filter(|g| !plan.contains(g)).count();
+        assert_eq!(changed, 1, "before {plan:?}\nafter {after:?}");
+        // Over budget: no plan.
+        assert!(plan_buckets(&it, 1_000_000, 3, 6).is_none());
     }
 }

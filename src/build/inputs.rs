@@ -129,5 +129,9 @@ pub fn identity(opts: &BuildOptions, inputs: &Inputs, base_digest: Option<&Diges
             "indexes": inputs.pip_index.urls().map(|u| crate::pypi::redact(u).to_string()).collect::<Vec<_>>(),
         });
     }
+    // Likewise for bucketed layers: images with one layer per package keep their identity.
+    if let Some(b) = opts.buckets {
+        input["buckets"] = serde_json::json!({ "below": b.below, "count": b.count });
+    }
     Ok(Digest::of(&crate::image::canonical_json(&input)).hex())
 }

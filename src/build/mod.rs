@@ -93,6 +93,9 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// The most layers the image may have, base included.
     pub max_layers: usize,
+    /// Conda packages whose archive is smaller than this share hash-bucketed layers; none for one layer
+    /// per package.
+    pub buckets: Option<Buckets>,
     /// A lock file to install from instead of solving.
     pub lock: Option<PathBuf>,
     /// SOURCE_DATE_EPOCH: the image's creation time, when reproducible manifests are wanted.
@@ -152,6 +155,7 @@ impl BuildOptions {
             cache_dir: cache_dir.into(),
             compression: Compression::GZIP_DEFAULT,
             max_layers: DEFAULT_MAX_LAYERS,
+            buckets: None,
             lock: None,
             source_date_epoch: None,
             now: jiff::Timestamp::now(),
@@ -193,6 +197,16 @@ pub fn dist_name(r: &RepoDataRecord) -> String {
 /// The number of CPUs to compress a layer with.
 pub fn cpus() -> u32 {
     crate::cache::cpus()
+}
+
+/// Small packages sharing layers: those whose archive is under `below` bytes go, by a hash of their
+/// name, into one of `count` layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets {
+    /// The archive size under which a package shares a layer.
+    pub below: u64,
+    /// How many shared layers.
+    pub count: usize,
 }
 
 /// What envlayer owns in an output: images annotated with an environment name, and rattler lock files.

@@ -145,7 +145,9 @@ pub fn plan(
             PlanItem { key: format!("pypi:{}", w.name), size: 0 }
         })
         .collect();
-    let mut groups: Vec<Vec<usize>> = plan_layers(&conda_items, budget - pip_budget).into_iter().map(|g| g.into_iter().map(|j| conda[j]).collect()).collect();
+    let conda_budget = budget - pip_budget;
+    let conda_plan = opts.buckets.and_then(|b| envlayer_layers::plan_buckets(&conda_items, b.below, b.count, conda_budget)).unwrap_or_else(|| plan_layers(&conda_items, conda_budget));
+    let mut groups: Vec<Vec<usize>> = conda_plan.into_iter().map(|g| g.into_iter().map(|j| conda[j]).collect()).collect();
     groups.extend(plan_layers(&pip_items, pip_budget).into_iter().map(|g| g.into_iter().map(|j| pip[j]).collect::<Vec<_>>()));
     Ok(Plan { baked, runtime_packages, link_scripts, messages, pyc_python, pyc_reason, params, keys, groups, needs_runtime_layer, warnings })
 }

@@ -133,6 +133,13 @@ pub struct BuildFlags {
     /// The most layers the image may have, base layers included; packages share layers beyond it.
     #[arg(long, default_value_t = DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
+    /// Conda packages whose archive is smaller than SIZE (`512K`, `1M`) share hash-bucketed layers
+    /// (see --buckets) instead of one layer each: fewer layers for a pull to apply.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub bucket_below: Option<u64>,
+    /// How many shared layers small packages go into, with --bucket-below.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub buckets: u16,
     /// Install exactly what this lock file (rattler_lock format) lists, with no solve.
     #[arg(long)]
     pub lock: Option<PathBuf>,
@@ -176,6 +183,23 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// `24h`, `90m`, `30s`, `7d`, `2w`, or `never`.
+/// A size in bytes: a number with an optional `K`, `M` or `G` (powers of 1024).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let mult: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{s:?}: a size is a number with an optional K, M or G (1M, 512K)")),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("{s:?}: a size is a number with an optional K, M or G (1M, 512K)"))
+}
+
 pub fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>> {
     if s == "never" || s == "0" {
         return Ok(None);
@@ -279,6 +303,7 @@ impl BuildFlags {
             (_, Some(l)) => return Err(format!("--compression-level {l} is out of range (gzip 0-9, zstd 1-22)").into()),
         };
         opts.max_layers = self.max_layers;
+        opts.buckets = self.bucket_below.map(|below| envlayer::build::Buckets { below, count: usize::from(self.buckets) });
         opts.lock = self.lock.clone();
         if let Some(jobs) = self.jobs {
             opts.jobs = jobs.max(1);
@@ -310,5 +335,19 @@ impl BuildFlags {
             _ => None,
         };
         Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_take_binary_units_and_refuse_the_rest() {
+        assert_eq!(super::parse_size("1M"), Ok(1 << 20));
+        assert_eq!(super::parse_size("512K"), Ok(512 << 10));
+        assert_eq!(super::parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(super::parse_size("700"), Ok(700));
+        assert!(super::parse_size("1X").unwrap_err().contains("K, M or G"));
+        assert!(super::parse_size("M").is_err());
+        assert!(super::parse_size("99999999999999G").is_err());
     }
 }

@@ -209,3 +209,44 @@ fn max_layers_groups_packages_and_the_image_still_runs() {
     let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/python")).args(["-c", "import flask, requests, rich; print('ok')"]));
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn small_packages_share_bucketed_layers_and_one_more_package_changes_one_layer() {
+    let dir = scratch("buckets");
+    let env = demo_env(&dir);
+    let cache = dir.join("cache");
+    let base = format!("{}:base", debian_base().display());
+    let build = |cwd: &Path, env: &Path, out: &str| {
+        let (env, cache) = (env.to_str().unwrap(), cache.to_str().unwrap());
+        build_json(cwd, &[env, "-o", out, "--base", &base, "--cache-dir", cache, "--no-pyc", "--bucket-below", "1M", "--buckets", "4"])
+    };
+    let s = build(&dir, &env, "one.oci");
+    let layers = s["layers"].as_array().unwrap();
+    // python and pip (archives over 1 MiB) alone, the 16 others in at most 4 layers, the base's layer
+    // and the env layer.
+    let sizes: Vec<(String, u64)> = s["packages"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap().to_string(), p["layer"].as_u64().unwrap())).collect();
+    let layer_of = |name: &str| sizes.iter().find(|(n, _)| n == name).unwrap().1;
+    for big in ["python", "pip"] {
+        assert_eq!(sizes.iter().filter(|(_, l)| *l == layer_of(big)).count(), 1, "{big} has a layer of its own");
+    }
+    assert!(layers.len() <= 1 + 2 + 4 + 1, "{} layers", layers.len());
+    assert!(!s["shared_layers"].as_array().unwrap().is_empty());
+    let rootfs = unpack(&dir.join("one.oci"), "latest", &dir.join("bundle"));
+    let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/python")).args(["-c", "import flask, requests, rich; print('ok')"]));
+    assert_eq!(out.trim(), "ok");
+
+    // One more small package: one bucket changes, every other package layer keeps its bytes.
+    let dir2 = dir.join("two");
+    std::fs::create_dir_all(&dir2).unwrap();
+    let env2 = env_file(&dir2, "demo", &[&channels().join("local-python")], &[DEPS, &["setuptools"]].concat());
+    let s2 = build(&dir2, &env2, "two.oci");
+    // The package layers: all but the base's first and the environment's own last.
+    let digests = |s: &Value| -> Vec<String> {
+        let l = s["layers"].as_array().unwrap();
+        l[1..l.len() - 1].iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+    };
+    let (before, after) = (digests(&s), digests(&s2));
+    let new: Vec<&String> = after.iter().filter(|d| !before.contains(d)).collect();
+    assert_eq!(new.len(), 1, "one package layer changed: before {before:?} after {after:?}");
+    assert_eq!(s2["work"]["compressed"], 2, "that layer and the env layer were packed");
+}
