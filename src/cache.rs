@@ -213,19 +213,46 @@ pub async fn pack_into_cache(
     compression: Compression,
     packages: Vec<String>,
 ) -> Result<CachedLayer, CacheError> {
+    let mut parts = pack_parts_into_cache(cache, &[key.to_string()], sources, mtime, compression, packages).await?;
+    Ok(parts.remove(0))
+}
+
+/// Packs `sources` into `keys.len()` layers split by path (see [`envlayer_layers::split_entries`]), each
+/// stored in the cache under its key; the clobbered paths are listed with the first.
+pub async fn pack_parts_into_cache(
+    cache: &LayerCache,
+    keys: &[String],
+    sources: Vec<envlayer_layers::Source>,
+    mtime: u64,
+    compression: Compression,
+    packages: Vec<String>,
+) -> Result<Vec<CachedLayer>, CacheError> {
     let tmp_dir = cache.tmp_dir()?;
-    let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|source| CacheError::Io { path: tmp_dir.clone(), source })?;
-    let blob = tmp.path().to_path_buf();
+    let tmps = keys
+        .iter()
+        .map(|_| tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|source| CacheError::Io { path: tmp_dir.clone(), source }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let blobs: Vec<PathBuf> = tmps.iter().map(|t| t.path().to_path_buf()).collect();
     let options = envlayer_layers::PackOptions { mtime, threads: cpus() };
-    let (b, what) = (blob.clone(), packages.join(", "));
-    let (layer, clobbered) = tokio::task::spawn_blocking(move || envlayer_layers::pack_to_file(&sources, &options, compression, &b))
-        .await
-        .map_err(|e| CacheError::Io { path: blob.clone(), source: std::io::Error::other(e) })?
-        .map_err(|source| CacheError::Pack { packages: if what.is_empty() { "the environment".into() } else { what }, source })?;
-    let cached = CachedLayer { layer, packages, clobbered };
-    cache.put(key, &cached, &blob)?;
-    drop(tmp);
-    Ok(cached)
+    let (b, what) = (blobs.clone(), packages.join(", "));
+    let packed = tokio::task::spawn_blocking(move || -> Result<_, envlayer_layers::PackError> {
+        let (entries, clobbered) = envlayer_layers::collect_entries(&sources)?;
+        let parts = envlayer_layers::split_entries(&entries, b.len());
+        let layers = parts.iter().zip(&b).map(|(part, out)| envlayer_layers::pack_entries(part, &options, compression, out)).collect::<Result<Vec<_>, _>>()?;
+        Ok((layers, clobbered))
+    })
+    .await
+    .map_err(|e| CacheError::Io { path: tmp_dir.clone(), source: std::io::Error::other(e) })?
+    .map_err(|source| CacheError::Pack { packages: if what.is_empty() { "the environment".into() } else { what }, source })?;
+    let (layers, clobbered) = packed;
+    let mut out = Vec::new();
+    for (k, ((layer, key), blob)) in layers.into_iter().zip(keys).zip(&blobs).enumerate() {
+        let cached = CachedLayer { layer, packages: packages.clone(), clobbered: if k == 0 { clobbered.clone() } else { Vec::new() } };
+        cache.put(key, &cached, blob)?;
+        out.push(cached);
+    }
+    drop(tmps);
+    Ok(out)
 }
 
 /// The number of CPUs to compress a layer with.

@@ -3,6 +3,8 @@
 
 /// Annotation on each layer naming the packages it holds.
 pub const ANNOTATION_PACKAGES: &str = "io.envlayer.packages";
+/// Layer annotation on a package that spans several layers: which part this is, `2/3`.
+pub const ANNOTATION_PART: &str = "io.envlayer.part";
 /// Manifest annotation and config label with the environment's name.
 pub const ANNOTATION_ENV_NAME: &str = "io.envlayer.env.name";
 /// Manifest annotation and config label with the hash of the build's inputs (the identity).

@@ -53,15 +53,19 @@ struct Kind {
     pyc: bool,
     /// Packages under 1 MiB share 4 hash-bucketed layers.
     buckets: bool,
+    /// Packages over 8 MiB of archive span one layer per 8 MiB (python: 3).
+    split: bool,
 }
 
-const KINDS: [Kind; 6] = [
-    Kind { label: "gzip", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false },
-    Kind { label: "gzip, small packages in 4 buckets", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true },
-    Kind { label: "gzip, no .pyc", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: false, buckets: false },
-    Kind { label: "zstd-3", compression: Compression::Zstd(3), single_layer: false, pyc: true, buckets: false },
-    Kind { label: "zstd-19", compression: Compression::Zstd(19), single_layer: false, pyc: true, buckets: false },
-    Kind { label: "single-layer gzip", compression: Compression::GZIP_DEFAULT, single_layer: true, pyc: true, buckets: false },
+const KINDS: [Kind; 8] = [
+    Kind { label: "gzip", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false, split: false },
+    Kind { label: "gzip, buckets", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true, split: false },
+    Kind { label: "gzip, split", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false, split: true },
+    Kind { label: "gzip, split, buckets", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true, split: true },
+    Kind { label: "gzip, no .pyc", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: false, buckets: false, split: false },
+    Kind { label: "zstd-3", compression: Compression::Zstd(3), single_layer: false, pyc: true, buckets: false, split: false },
+    Kind { label: "zstd-19, split, buckets", compression: Compression::Zstd(19), single_layer: false, pyc: true, buckets: true, split: true },
+    Kind { label: "single-layer gzip", compression: Compression::GZIP_DEFAULT, single_layer: true, pyc: true, buckets: false, split: false },
 ];
 
 /// What a kind's pulls measured on one link (best of three fresh nodes).
@@ -120,6 +124,7 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
         manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
     };
     let mut image_bytes = Vec::new();
+    let (mut first_layers, mut repush) = (None, Vec::new());
     let mut conda_bytes = 0u64;
     for kind in &KINDS {
         for (n, env) in [("one", &env1), ("two", &env2)] {
@@ -129,6 +134,9 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
             opts.pyc = kind.pyc;
             if kind.buckets {
                 opts.buckets = Some(envlayer::build::Buckets { below: 1 << 20, count: 4 });
+            }
+            if kind.split {
+                opts.split_above = Some(8 << 20);
             }
             opts.base = Some(BaseRef::Layout { layout: base_layout.clone(), tag: Some("base".into()) });
             if kind.single_layer {
@@ -141,7 +149,15 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
             let target: envlayer::registry::Reference = format!("{addr}/bench/pod:{}-{n}", kind.label.replace([' ', ',', '.'], "-")).parse().unwrap();
             let registry = envlayer::registry::connect(&target, &Default::default(), &Default::default()).await.unwrap();
             envlayer::push::push_image(&registry, &target, &built.image, 4, &mut envlayer::push::BlobLocations::none()).await.unwrap();
+            if n == "two" {
+                // The environment plus one package, pushed after it: the blobs the registry lacks.
+                let first = first_layers.take().unwrap_or_default();
+                let new: u64 = built.summary.layers.iter().filter(|l| !first.contains(&l.digest)).map(|l| l.size).sum();
+                let holding: u64 = built.summary.layers.iter().filter(|l| l.packages.iter().any(|p| p.starts_with("setuptools-"))).map(|l| l.size).sum();
+                repush.push((new, holding));
+            }
             if n == "one" {
+                first_layers = Some(built.summary.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>());
                 let own: Vec<_> = built.summary.layers.iter().filter(|l| !base_layers.contains(&l.digest)).collect();
                 let layers: u64 = own.iter().map(|l| l.size).sum();
                 println!("  (context) {}: {} layers after the base, {layers} B, cold build {:.1}s", kind.label, own.len(), secs(took));
@@ -156,6 +172,10 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
     for (kind, bytes) in KINDS.iter().zip(&image_bytes) {
         row(rows, &format!("4 image bytes, {}", kind.label), "layer bytes / .conda bytes", *bytes as f64 / conda_bytes as f64, 1.1, true,
             format!("{bytes} B of layers after the base vs {conda_bytes} B of .conda archives of the same packages"));
+    }
+    for (kind, (new, holding)) in KINDS.iter().zip(&repush) {
+        row(rows, &format!("4 +1 package re-push, {}", kind.label), "new blob bytes / the layers holding it", *new as f64 / *holding as f64, 1.2, true,
+            format!("env + setuptools after env: {new} B of new blobs (its layer or bucket, and the env layer); the layers holding setuptools {holding} B"));
     }
     let script = w.join("rattler_install.py");
     std::fs::write(&script, RATTLER_INSTALL).unwrap();

@@ -11,9 +11,11 @@ mod compress;
 mod digest;
 mod pack;
 pub mod pgzip;
+mod split;
 mod plan;
 
 pub use compress::Compression;
 pub use digest::{Digest, DigestParseError, HashingWriter};
-pub use pack::{pack_to_file, EntryKind, Layer, PackError, PackOptions, Source, TarEntry, collect_entries, write_tar};
+pub use split::split_entries;
+pub use pack::{pack_entries, pack_to_file, EntryKind, Layer, PackError, PackOptions, Source, TarEntry, collect_entries, write_tar};
 pub use plan::{plan_buckets, plan_layers, PlanItem};

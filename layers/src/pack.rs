@@ -289,12 +289,17 @@ pub fn pack_to_file(
     out: &Path,
 ) -> Result<(Layer, Vec<String>), PackError> {
     let (entries, clobbered) = collect_entries(sources)?;
+    Ok((pack_entries(&entries, opts, compression, out)?, clobbered))
+}
+
+/// Packs `entries` into a compressed layer at `out`, computing both digests while writing.
+pub fn pack_entries(entries: &BTreeMap<String, TarEntry>, opts: &PackOptions, compression: Compression, out: &Path) -> Result<Layer, PackError> {
     let wr = |source| PackError::Write { path: out.to_path_buf(), source };
     let file = File::create(out).map_err(wr)?;
     let blob = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let encoder = compression.encoder(blob, opts.threads).map_err(wr)?;
     let tar = HashingWriter::new(encoder);
-    let tar = write_tar(&entries, opts, tar).map_err(|e| match e {
+    let tar = write_tar(entries, opts, tar).map_err(|e| match e {
         PackError::Write { source, .. } => wr(source),
         other => other,
     })?;
@@ -303,6 +308,5 @@ pub fn pack_to_file(
     let (mut buf, digest, size) = blob.finish();
     buf.flush().map_err(wr)?;
     buf.into_inner().map_err(|e| wr(e.into_error()))?.sync_all().map_err(wr)?;
-    let layer = Layer { digest, diff_id, size, tar_size, compression, entries: entries.len() as u64 };
-    Ok((layer, clobbered))
+    Ok(Layer { digest, diff_id, size, tar_size, compression, entries: entries.len() as u64 })
 }

@@ -69,14 +69,18 @@ pub fn layers(
     };
     for b in &baked.layers {
         let c = &b.cached;
-        let idx = push(
-            c,
-            BTreeMap::from([(keys::ANNOTATION_PACKAGES.to_string(), c.packages.join(","))]),
-            format!("envlayer: {}", c.packages.join(" ")),
-            c.packages.clone(),
-            b.from_cache,
-        );
+        let mut annotations = BTreeMap::from([(keys::ANNOTATION_PACKAGES.to_string(), c.packages.join(","))]);
+        let mut created_by = format!("envlayer: {}", c.packages.join(" "));
+        if let Some((k, n)) = b.part {
+            annotations.insert(keys::ANNOTATION_PART.to_string(), format!("{}/{n}", k + 1));
+            created_by.push_str(&format!(" (part {} of {n})", k + 1));
+        }
+        let idx = push(c, annotations, created_by, c.packages.clone(), b.from_cache);
+        // A package split across layers is listed with its first.
         for &i in &b.members {
+            if packages[i].is_some() {
+                continue;
+            }
             packages[i] = Some(match records.get(i) {
                 Some(r) => PackageSummary::new(r, idx),
                 None => PackageSummary::wheel(&wheels[i - records.len()], idx),

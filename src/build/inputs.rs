@@ -133,5 +133,8 @@ pub fn identity(opts: &BuildOptions, inputs: &Inputs, base_digest: Option<&Diges
     if let Some(b) = opts.buckets {
         input["buckets"] = serde_json::json!({ "below": b.below, "count": b.count });
     }
+    if let Some(s) = opts.split_above {
+        input["split_above"] = serde_json::json!(s);
+    }
     Ok(Digest::of(&crate::image::canonical_json(&input)).hex())
 }

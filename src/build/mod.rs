@@ -96,6 +96,9 @@ pub struct BuildOptions {
     /// Conda packages whose archive is smaller than this share hash-bucketed layers; none for one layer
     /// per package.
     pub buckets: Option<Buckets>,
+    /// A conda package alone in its layer whose archive is larger than this spans several layers, one per
+    /// this many bytes of archive; none to keep every package in one layer.
+    pub split_above: Option<u64>,
     /// A lock file to install from instead of solving.
     pub lock: Option<PathBuf>,
     /// SOURCE_DATE_EPOCH: the image's creation time, when reproducible manifests are wanted.
@@ -156,6 +159,7 @@ impl BuildOptions {
             compression: Compression::GZIP_DEFAULT,
             max_layers: DEFAULT_MAX_LAYERS,
             buckets: None,
+            split_above: None,
             lock: None,
             source_date_epoch: None,
             now: jiff::Timestamp::now(),
@@ -277,7 +281,14 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     reporter.start(Stage::Fetch, plan.baked.len() as u64);
     reporter.start(Stage::Install, plan.baked.len() as u64);
     reporter.start(Stage::Pack, plan.groups.len() as u64 + 1);
-    let baker = package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python, &wheels, Some(wheel_store))?;
+    let mut baker = package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python, &wheels, Some(wheel_store))?;
+    baker.split_above = opts.split_above;
+    let mut split_warning = None;
+    let layer_count = base_layers + 1 + usize::from(plan.needs_runtime_layer) + plan.groups.iter().map(|g| baker.parts(g)).sum::<usize>();
+    if opts.split_above.is_some() && layer_count > opts.max_layers {
+        baker.split_above = None;
+        split_warning = Some(format!("--split-above: no package is split, the image would have {layer_count} layers, over --max-layers {}", opts.max_layers));
+    }
     let baked = baker.bake(&plan.baked, &plan.groups, opts.jobs).await?;
     reporter.finish(Stage::Fetch);
     reporter.finish(Stage::Install);
@@ -304,6 +315,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     timings.insert("total".to_string(), t0.elapsed().as_millis() as u64);
 
     let mut warnings = plan.warnings.clone();
+    warnings.extend(split_warning);
     warnings.extend(baked.clobbers.iter().map(|c| {
         format!(
             "clobber: {} is installed by {} and {}; the image has {}'s (the later in install order: dependency order as conda does, pip packages after conda's as `pip install` does)",

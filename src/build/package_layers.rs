@@ -40,6 +40,8 @@ pub struct BakedLayer {
     pub from_cache: bool,
     /// Indices of its packages.
     pub members: Vec<usize>,
+    /// Which part of its package (from 0) and of how many, when the package spans several layers.
+    pub part: Option<(usize, usize)>,
 }
 
 /// What baking produced.
@@ -77,6 +79,8 @@ pub struct Baker<'a> {
     pub wheels: &'a [crate::pypi::Dist],
     /// Where wheels are downloaded to.
     pub wheel_store: Option<crate::pypi::fetch::WheelStore>,
+    /// A conda package alone in its layer whose archive is larger spans one layer per this many bytes.
+    pub split_above: Option<u64>,
     downloaded: AtomicUsize,
     installed: AtomicUsize,
     compressed: AtomicUsize,
@@ -124,6 +128,7 @@ impl<'a> Baker<'a> {
             pyc_python,
             wheels,
             wheel_store,
+            split_above: None,
             downloaded: AtomicUsize::new(0),
             installed: AtomicUsize::new(0),
             compressed: AtomicUsize::new(0),
@@ -264,7 +269,7 @@ impl<'a> Baker<'a> {
         let t0 = std::time::Instant::now();
         self.pool_size.store(jobs.max(1), Ordering::Relaxed);
         let none = BTreeMap::new();
-        let mut layers = futures::stream::iter(plan.iter().map(|members| {
+        let mut layers: Vec<Vec<BakedLayer>> = futures::stream::iter(plan.iter().map(|members| {
             let none = &none;
             async move { self.layer(members, none).await }
         }))
@@ -306,12 +311,12 @@ impl<'a> Baker<'a> {
                 losers: who[..who.len() - 1].iter().map(|&l| self.name(l)).collect(),
             });
         }
-        for layer in layers.iter_mut() {
-            if layer.members.iter().any(|i| exclude.contains_key(i)) {
-                let members = layer.members.clone();
-                *layer = self.layer(&members, &exclude).await?;
+        for (group, members) in layers.iter_mut().zip(plan) {
+            if members.iter().any(|i| exclude.contains_key(i)) {
+                *group = self.layer(members, &exclude).await?;
             }
         }
+        let layers: Vec<BakedLayer> = layers.into_iter().flatten().collect();
         let timings_ms = BTreeMap::from([
             ("install+pack".to_string(), (t1 - t0).as_millis() as u64),
             ("clobbers".to_string(), t1.elapsed().as_millis() as u64),
@@ -325,7 +330,17 @@ impl<'a> Baker<'a> {
         Ok(Baked { layers, facts, clobbers, timings_ms, work })
     }
 
-    async fn layer(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> Result<BakedLayer, BuildError> {
+    /// How many layers the group `members` spans: a conda package alone in its layer whose archive is
+    /// larger than `split_above` spans one per `split_above` bytes of archive (rounded up, at most 16).
+    pub(crate) fn parts(&self, members: &[usize]) -> usize {
+        match (members, self.split_above) {
+            ([i], Some(limit)) if limit > 0 => self.records.get(*i).and_then(|r| r.package_record.size).map_or(1, |size| size.div_ceil(limit).clamp(1, 16) as usize),
+            _ => 1,
+        }
+    }
+
+    /// The layers of the group `members` (one, or one per part of a split package), from the cache or packed.
+    async fn layer(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> Result<Vec<BakedLayer>, BuildError> {
         let member_keys: Vec<String> = members
             .iter()
             .map(|&i| match exclude.get(&i) {
@@ -334,11 +349,17 @@ impl<'a> Baker<'a> {
             })
             .collect();
         let key = group_key(&member_keys);
+        let n = self.parts(members);
+        // Each part is keyed by the package's key, its number and how many there are.
+        let keys: Vec<String> = if n == 1 { vec![key] } else { (0..n).map(|k| Digest::of(format!("{key}:part:{k}/{n}").as_bytes()).hex()).collect() };
         let names: Vec<String> = members.iter().map(|&i| self.name(i)).collect();
-        if let Some(cached) = self.cache.get(&key) {
-            self.cached.fetch_add(1, Ordering::Relaxed);
+        let baked = |layers: Vec<CachedLayer>, from_cache: bool| -> Vec<BakedLayer> {
+            layers.into_iter().enumerate().map(|(k, cached)| BakedLayer { cached, from_cache, members: members.to_vec(), part: (n > 1).then_some((k, n)) }).collect()
+        };
+        if let Some(cached) = keys.iter().map(|k| self.cache.get(k)).collect::<Option<Vec<_>>>() {
+            self.cached.fetch_add(n, Ordering::Relaxed);
             self.reporter.advance(Stage::Pack, &names.join(", "));
-            return Ok(BakedLayer { cached, from_cache: true, members: members.to_vec() });
+            return Ok(baked(cached, true));
         }
         let dest = self.params.target.prefix.trim_start_matches('/').to_string();
         let mut sources = Vec::new();
@@ -349,9 +370,9 @@ impl<'a> Baker<'a> {
             sources.push(s);
         }
         let shown = names.join(", ");
-        let cached = crate::cache::pack_into_cache(&self.cache, &key, sources, self.params.mtime, self.params.compression, names).await?;
-        self.compressed.fetch_add(1, Ordering::Relaxed);
+        let packed = crate::cache::pack_parts_into_cache(&self.cache, &keys, sources, self.params.mtime, self.params.compression, names).await?;
+        self.compressed.fetch_add(n, Ordering::Relaxed);
         self.reporter.advance(Stage::Pack, &shown);
-        Ok(BakedLayer { cached, from_cache: false, members: members.to_vec() })
+        Ok(baked(packed, false))
     }
 }

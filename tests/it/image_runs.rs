@@ -250,3 +250,40 @@ fn small_packages_share_bucketed_layers_and_one_more_package_changes_one_layer()
     assert_eq!(new.len(), 1, "one package layer changed: before {before:?} after {after:?}");
     assert_eq!(s2["work"]["compressed"], 2, "that layer and the env layer were packed");
 }
+
+#[test]
+fn a_large_package_spans_several_layers_that_unpack_to_the_same_tree() {
+    let dir = scratch("split");
+    let env = demo_env(&dir);
+    let base = format!("{}:base", debian_base().display());
+    let build = |out: &str, extra: &[&str]| build_json(&dir, &[&[env.to_str().unwrap(), "-o", out, "--base", &base, "--cache-dir", "cache", "--no-pyc"], extra].concat());
+    let whole = build("whole.oci", &[]);
+    // python's archive (17.5 MB) over 8 MiB: three layers, annotated 1/3, 2/3, 3/3, in a row.
+    let split = build("split.oci", &["--split-above", "8M"]);
+    let layers = manifest(&dir.join("split.oci"))["layers"].as_array().unwrap().clone();
+    let parts: Vec<(usize, &str)> = layers.iter().enumerate().filter_map(|(i, l)| l["annotations"]["io.envlayer.part"].as_str().map(|p| (i, p))).collect();
+    assert_eq!(parts.iter().map(|p| p.1).collect::<Vec<_>>(), ["1/3", "2/3", "3/3"], "{layers:?}");
+    assert!(parts.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    for (i, _) in &parts {
+        assert!(layers[*i]["annotations"]["io.envlayer.packages"].as_str().unwrap().starts_with("python-3.11"));
+    }
+    assert_eq!(split["layers"].as_array().unwrap().len(), whole["layers"].as_array().unwrap().len() + 2);
+    // The same files, with the same bytes and modes, as the image with python in one layer; and it runs.
+    let tree = |layout: &str| -> BTreeMap<String, String> {
+        let rootfs = unpack(&dir.join(layout), "latest", &dir.join(format!("{layout}-bundle")));
+        let out = run(Command::new("bash").arg("-c").arg("cd \"$0\" && find . -printf '%p %y %m %s %l\\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum").arg(&rootfs));
+        out.lines().map(|l| (l.to_string(), String::new())).collect()
+    };
+    assert_eq!(tree("split.oci"), tree("whole.oci"));
+    let rootfs = dir.join("split.oci-bundle/rootfs");
+    let out = run(Command::new("chroot").arg(&rootfs).arg(format!("{PREFIX}/bin/python")).args(["-c", "import flask, requests, rich; print('ok')"]));
+    assert_eq!(out.trim(), "ok");
+    // Warm: every part from the cache.
+    let warm = build("split2.oci", &["--split-above", "8M"]);
+    assert_eq!(warm["work"]["compressed"], 0, "nothing packed");
+    let digests = |s: &Value| -> Vec<Value> { s["layers"].as_array().unwrap().iter().map(|l| l["digest"].clone()).collect() };
+    assert_eq!(digests(&warm), digests(&split));
+    // With too small a --max-layers the package stays whole, and the build says so.
+    let tight = build("tight.oci", &["--split-above", "8M", "--max-layers", "8"]);
+    assert!(tight["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("--split-above: no package is split")), "{:?}", tight["warnings"]);
+}
