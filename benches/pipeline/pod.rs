@@ -151,7 +151,7 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
             envlayer::push::push_image(&registry, &target, &built.image, 4, &mut envlayer::push::BlobLocations::none()).await.unwrap();
             if n == "two" {
                 // The environment plus one package, pushed after it: the blobs the registry lacks.
-                let first = first_layers.take().unwrap_or_default();
+                let first: Vec<String> = first_layers.take().unwrap_or_default();
                 let new: u64 = built.summary.layers.iter().filter(|l| !first.contains(&l.digest)).map(|l| l.size).sum();
                 let holding: u64 = built.summary.layers.iter().filter(|l| l.packages.iter().any(|p| p.starts_with("setuptools-"))).map(|l| l.size).sum();
                 repush.push((new, holding));
