@@ -132,12 +132,8 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
             let mut opts = BuildOptions::new(env.as_path(), w.join(format!("{}-{n}.oci", kind.label.replace([' ', ',', '.'], "-"))), &cache);
             opts.compression = kind.compression;
             opts.pyc = kind.pyc;
-            if kind.buckets {
-                opts.buckets = Some(envlayer::build::Buckets { below: 1 << 20, count: 4 });
-            }
-            if kind.split {
-                opts.split_above = Some(8 << 20);
-            }
+            opts.buckets = kind.buckets.then_some(envlayer::build::Buckets { below: 1 << 20, count: 4 });
+            opts.split_above = kind.split.then_some(8 << 20);
             opts.base = Some(BaseRef::Layout { layout: base_layout.clone(), tag: Some("base".into()) });
             if kind.single_layer {
                 // The base's layer, one layer for every package, the environment's own layer.

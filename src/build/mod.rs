@@ -158,8 +158,8 @@ impl BuildOptions {
             cache_dir: cache_dir.into(),
             compression: Compression::GZIP_DEFAULT,
             max_layers: DEFAULT_MAX_LAYERS,
-            buckets: None,
-            split_above: None,
+            buckets: Some(DEFAULT_BUCKETS),
+            split_above: Some(DEFAULT_SPLIT_ABOVE),
             lock: None,
             source_date_epoch: None,
             now: jiff::Timestamp::now(),
@@ -202,6 +202,14 @@ pub fn dist_name(r: &RepoDataRecord) -> String {
 pub fn cpus() -> u32 {
     crate::cache::cpus()
 }
+
+/// The default layer plan for pulls: conda packages under 1 MiB of archive share 4 hash-bucketed layers
+/// (containerd applies layers one at a time, ~50 ms each).
+pub const DEFAULT_BUCKETS: Buckets = Buckets { below: 1 << 20, count: 4 };
+
+/// The default split: a package over 8 MiB of archive spans one layer per 8 MiB (CPython: 3), so its
+/// parts download in parallel and the first unpacks while the others download.
+pub const DEFAULT_SPLIT_ABOVE: u64 = 8 << 20;
 
 /// Small packages sharing layers: those whose archive is under `below` bytes go, by a hash of their
 /// name, into one of `count` layers.

@@ -134,13 +134,14 @@ pub struct BuildFlags {
     #[arg(long, default_value_t = DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
     /// Conda packages whose archive is smaller than SIZE (`512K`, `1M`) share hash-bucketed layers
-    /// (see --buckets) instead of one layer each: fewer layers for a pull to apply.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub bucket_below: Option<u64>,
+    /// (see --buckets) instead of one layer each: fewer layers for a pull to apply. 0: one layer each.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1M")]
+    pub bucket_below: u64,
     /// A conda package whose archive is larger than SIZE (`8M`) spans several layers, one per SIZE of
-    /// archive, split by path: its parts download in parallel and the first unpacks while the rest download.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub split_above: Option<u64>,
+    /// archive, split by path: its parts download in parallel and the first unpacks while the rest
+    /// download. 0: every package in one layer.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "8M")]
+    pub split_above: u64,
     /// How many shared layers small packages go into, with --bucket-below.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub buckets: u16,
@@ -307,8 +308,8 @@ impl BuildFlags {
             (_, Some(l)) => return Err(format!("--compression-level {l} is out of range (gzip 0-9, zstd 1-22)").into()),
         };
         opts.max_layers = self.max_layers;
-        opts.split_above = self.split_above;
-        opts.buckets = self.bucket_below.map(|below| envlayer::build::Buckets { below, count: usize::from(self.buckets) });
+        opts.split_above = (self.split_above > 0).then_some(self.split_above);
+        opts.buckets = (self.bucket_below > 0).then_some(envlayer::build::Buckets { below: self.bucket_below, count: usize::from(self.buckets) });
         opts.lock = self.lock.clone();
         if let Some(jobs) = self.jobs {
             opts.jobs = jobs.max(1);

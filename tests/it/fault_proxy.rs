@@ -163,7 +163,7 @@ fn pushes_through_a_faulty_network_complete_or_fail_clearly_and_never_leave_a_br
             retries += s["push"]["retries"].as_u64().unwrap();
         } else {
             // A clear error: it names the registry and what failed.
-            assert!(err.starts_with("error: ") && err.contains(&via), "unclear error: {err}");
+            assert!(err.lines().any(|l| l.starts_with("error: ") && l.contains(&via)), "unclear error: {err}");
         }
     }
     assert!(proxy.counts.faults.load(Ordering::Relaxed) > 0, "the proxy injected no fault");
