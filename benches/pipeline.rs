@@ -9,10 +9,14 @@
 //!    gzip and zstd; local-python and a large synthetic environment;
 //! 2. warm rebuild vs the cold build;
 //! 3. the environment plus one package pushed after the original: bytes uploaded vs that layer;
-//! 4. pod start: containerd pull + unpack (gzip, zstd) vs installing at container start with py-rattler
-//!    from the same packages over HTTP on loopback (solve included); a second pod on the node; a second
-//!    environment sharing most packages;
-//! 5. layer compression throughput vs pigz and zstd -T0 on the same tar;
+//! 4. pod start, as a user waits for it: "ready" is the environment in place and its first use done
+//!    (`import flask, requests, rich`). A containerd pull and `ctr run` of the import, against a
+//!    container start plus py-rattler's solve + install from a channel with 20k records of repodata,
+//!    plus the import. Over loopback, and over shaped links between network namespaces (1 Gbit/s with
+//!    2 ms, 200 Mbit/s with 20 ms; `registry-test/shaped-link.py`), with the bytes on the wire. For
+//!    several image kinds (layer plans, compressions, no `.pyc`, a single layer): a fresh node, a second
+//!    pod on the node, a second environment sharing most packages, and the bytes a +1-package push sends;
+//! 5. layer compression throughput vs pigz and zstd -T0 on the same tar, and bytes per zstd level;
 //!
 //! and the peak memory of a cold build of the large environment.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -273,6 +277,27 @@ fn compression_scenario(rows: &mut Vec<Row>, tar: &Path) {
     row(rows, "5 compression, gzip -6", "envlayer / pigz MB/s", g / pigz, 0.9, false, format!("{g:.0} vs {pigz:.0} MB/s on {size:.0} MB"));
     let (z, zstd_t) = (ours(Compression::ZSTD_DEFAULT), tool("zstd", &["-3", "-T0", "-c", "-q"]));
     row(rows, "5 compression, zstd -3", "envlayer / zstd -T0 MB/s", z / zstd_t, 0.9, false, format!("{z:.0} vs {zstd_t:.0} MB/s"));
+    // Bytes against build time, for choosing a level for pulls (the build pays once, every node gains).
+    let src = std::fs::read(tar).unwrap();
+    for c in [Compression::GZIP_DEFAULT, Compression::Zstd(3), Compression::Zstd(9), Compression::Zstd(15), Compression::Zstd(19)] {
+        let t = Instant::now();
+        let out = envlayer_layers::HashingWriter::new(std::io::sink());
+        let out = match c {
+            Compression::Gzip(l) => {
+                let mut w = envlayer_layers::pgzip::ParallelGz::new(out, l, envlayer::build::cpus() as usize).unwrap();
+                w.write_all(&src).unwrap();
+                w.finish().unwrap()
+            }
+            Compression::Zstd(l) => {
+                let mut w = zstd::Encoder::new(out, l).unwrap();
+                w.multithread(envlayer::build::cpus()).unwrap();
+                w.write_all(&src).unwrap();
+                w.finish().unwrap()
+            }
+        };
+        let (_, _, bytes) = out.finish();
+        println!("  (context) {} on the environment's tar ({size:.0} MB): {:.1} MB, {:.1}s on {} threads", c.id(), bytes as f64 / 1e6, secs(t.elapsed()), envlayer::build::cpus());
+    }
 }
 
 fn peak_memory(env: &Path) -> u64 {

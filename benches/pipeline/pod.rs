@@ -58,13 +58,13 @@ struct Kind {
 }
 
 const KINDS: [Kind; 8] = [
-    Kind { label: "gzip", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false, split: false },
-    Kind { label: "gzip, buckets", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true, split: false },
-    Kind { label: "gzip, split", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false, split: true },
-    Kind { label: "gzip, split, buckets", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true, split: true },
-    Kind { label: "gzip, no .pyc", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: false, buckets: false, split: false },
-    Kind { label: "zstd-3", compression: Compression::Zstd(3), single_layer: false, pyc: true, buckets: false, split: false },
-    Kind { label: "zstd-19, split, buckets", compression: Compression::Zstd(19), single_layer: false, pyc: true, buckets: true, split: true },
+    Kind { label: "gzip (default: split, buckets)", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true, split: true },
+    Kind { label: "gzip, one layer per package", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false, split: false },
+    Kind { label: "gzip, buckets only", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: true, split: false },
+    Kind { label: "gzip, split only", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: true, buckets: false, split: true },
+    Kind { label: "gzip, no .pyc", compression: Compression::GZIP_DEFAULT, single_layer: false, pyc: false, buckets: true, split: true },
+    Kind { label: "zstd-3", compression: Compression::Zstd(3), single_layer: false, pyc: true, buckets: true, split: true },
+    Kind { label: "zstd-19", compression: Compression::Zstd(19), single_layer: false, pyc: true, buckets: true, split: true },
     Kind { label: "single-layer gzip", compression: Compression::GZIP_DEFAULT, single_layer: true, pyc: true, buckets: false, split: false },
 ];
 
@@ -128,8 +128,8 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
     let mut conda_bytes = 0u64;
     for kind in &KINDS {
         for (n, env) in [("one", &env1), ("two", &env2)] {
-            let cache = w.join(format!("cache-{}", kind.label.replace([' ', ',', '.'], "-")));
-            let mut opts = BuildOptions::new(env.as_path(), w.join(format!("{}-{n}.oci", kind.label.replace([' ', ',', '.'], "-"))), &cache);
+            let cache = w.join(format!("cache-{}", kind.label.replace([' ', ',', '.', '(', ')', ':'], "-")));
+            let mut opts = BuildOptions::new(env.as_path(), w.join(format!("{}-{n}.oci", kind.label.replace([' ', ',', '.', '(', ')', ':'], "-"))), &cache);
             opts.compression = kind.compression;
             opts.pyc = kind.pyc;
             opts.buckets = kind.buckets.then_some(envlayer::build::Buckets { below: 1 << 20, count: 4 });
@@ -142,7 +142,7 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
             let t = Instant::now();
             let built = envlayer::build(&opts, &envlayer::NoReporter).await.unwrap();
             let took = t.elapsed();
-            let target: envlayer::registry::Reference = format!("{addr}/bench/pod:{}-{n}", kind.label.replace([' ', ',', '.'], "-")).parse().unwrap();
+            let target: envlayer::registry::Reference = format!("{addr}/bench/pod:{}-{n}", kind.label.replace([' ', ',', '.', '(', ')', ':'], "-")).parse().unwrap();
             let registry = envlayer::registry::connect(&target, &Default::default(), &Default::default()).await.unwrap();
             envlayer::push::push_image(&registry, &target, &built.image, 4, &mut envlayer::push::BlobLocations::none()).await.unwrap();
             if n == "two" {
@@ -182,7 +182,7 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
         let rt = installs(&link, &addr_local, &script, &server.url, &deps, &deps2);
         let mut pulls = Vec::new();
         for kind in &KINDS {
-            let tag = kind.label.replace([' ', ',', '.'], "-");
+            let tag = kind.label.replace([' ', ',', '.', '(', ')', ':'], "-");
             pulls.push(kind_pulls(&link, &w, &addr, &format!("{addr}/bench/pod:{tag}-one"), &format!("{addr}/bench/pod:{tag}-two")));
         }
         let l = &profile.label;
@@ -200,7 +200,7 @@ pub(super) async fn pod_start_scenario(rows: &mut Vec<Row>, quick: bool) {
             }
         }
         let single = pulls.last().expect("kinds").ready;
-        row(rows, &format!("4 pod ready vs single-layer image, {l}"), "envlayer gzip / single-layer gzip", pulls[0].ready / single, 0.8, true,
+        row(rows, &format!("4 pod ready vs single-layer image, {l}"), "envlayer default / single-layer gzip", pulls[0].ready / single, 0.8, true,
             format!("{:.2}s vs {single:.2}s", pulls[0].ready));
     }
 }
