@@ -4,7 +4,7 @@
 //! target prefix as their source path, and are compiled with `PYTHONHASHSEED=0`, so the same package
 //! always gives the same bytes. They are listed in the package's `conda-meta` record as `pyc_file`.
 //!
-//! A build compiles through one [`Pool`] of long-lived interpreters (one per CPU) fed chunks of files
+//! A build compiles through one [`Pool`] of long-lived interpreters (as many as `--jobs`) fed chunks of files
 //! from every package at once: starting an interpreter (and `compileall`'s process pool) per package
 //! cost more than compiling the small packages, and the large ones (the standard library) are split
 //! across every worker. Written by hand: no crate compiles Python; each worker runs `py_compile`, which
@@ -12,7 +12,7 @@
 //!
 //! A worker's output does not depend on what it compiled before: marshal marks an object as shared when
 //! its reference count is above one, so a worker imports everything it will ever use (the `SCRIPT` below)
-//! before its first file, and keeps nothing from one file to the next.
+//! before its first file, from source, and keeps nothing from one file to the next.
 
 use crate::install::InstallError;
 use rattler_conda_types::prefix_record::{PathType, PathsEntry};
@@ -23,7 +23,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Condvar, Mutex};
 
 /// How `.pyc` files are made, in the layer cache keys: a change that can change their bytes changes it.
-pub const WORKER: &str = "py_compile-pool/1";
+pub const WORKER: &str = "py_compile-pool/2";
 
 /// Files sent to a worker at a time: small enough that the standard library spreads over every worker,
 /// large enough that a request costs little next to compiling.
@@ -31,15 +31,22 @@ const CHUNK: usize = 40;
 
 /// The worker: one JSON request per line (`stage`, `prefix`, `files` relative to both), one `ok` line
 /// back when every file was compiled or skipped. A file that does not compile is skipped.
+///
+/// The worker imports its modules from source, never from `.pyc` (its `PYTHONPYCACHEPREFIX` is an empty
+/// folder and `-B` keeps it so): the stage's standard library gets `.pyc` while the pool runs, and a
+/// worker started later must not load its modules any other way than the first did.
 const SCRIPT: &str = r#"
-import sys, os, json, importlib.util, py_compile, traceback, linecache, tokenize
+import sys, os, json, py_compile, traceback, linecache, tokenize
 mode = py_compile.PycInvalidationMode.CHECKED_HASH
+tag = sys.implementation.cache_tag
 for line in sys.stdin:
     req = json.loads(line)
     for rel in req["files"]:
         src = os.path.join(req["stage"], rel)
+        head, name = os.path.split(src)
+        cfile = os.path.join(head, "__pycache__", name[:-3] + "." + tag + ".pyc")
         try:
-            py_compile.compile(src, cfile=importlib.util.cache_from_source(src), dfile=os.path.join(req["prefix"], rel), doraise=True, invalidation_mode=mode)
+            py_compile.compile(src, cfile=cfile, dfile=os.path.join(req["prefix"], rel), doraise=True, invalidation_mode=mode)
         except Exception:
             pass
     sys.stdout.write("ok\n")
@@ -71,34 +78,45 @@ impl Compiler {
         }
     }
 
-    /// The `.py` files among `paths` that get compiled.
-    fn sources<'p>(&self, paths: &'p [String]) -> Vec<&'p String> {
+    /// The `.py` files among `paths` that get compiled: regular files only. A link is not followed: a
+    /// package's `x.py -> /dev/stdin` would have the worker read its own requests, and one to a file of
+    /// the build machine would compile that file into the image.
+    fn sources<'p>(&self, stage: &Path, paths: &'p [String]) -> Vec<&'p String> {
         let prefix = format!("{}/", self.lib_dir);
-        paths.iter().filter(|p| p.starts_with(&prefix) && p.ends_with(".py")).collect()
+        paths
+            .iter()
+            .filter(|p| p.starts_with(&prefix) && p.ends_with(".py"))
+            .filter(|p| std::fs::symlink_metadata(stage.join(p)).is_ok_and(|m| m.is_file()))
+            .collect()
     }
 
-    /// The `.pyc` files of `sources` that exist in the stage, sorted: a file that does not compile
-    /// (test data with deliberate syntax errors, Python 2 leftovers) is skipped, as conda skips it.
-    fn compiled(&self, stage: &Path, sources: &[&String]) -> Vec<String> {
+    /// The `.pyc` files of `sources` that exist in the stage and are not among the package's own `paths`,
+    /// sorted: a file that does not compile (test data with deliberate syntax errors, Python 2
+    /// leftovers) is skipped, as conda skips it.
+    fn compiled(&self, stage: &Path, sources: &[&String], paths: &[String]) -> Vec<String> {
+        let shipped: std::collections::HashSet<&str> = paths.iter().filter(|p| p.ends_with(".pyc")).map(String::as_str).collect();
         let mut added = Vec::new();
         for src in sources {
             let p = Path::new(src.as_str());
             let (Some(dir), Some(stem)) = (p.parent(), p.file_stem()) else { continue };
             let pyc = dir.join("__pycache__").join(format!("{}.{}.pyc", stem.to_string_lossy(), self.cache_tag));
-            if stage.join(&pyc).is_file() {
-                added.push(pyc.to_string_lossy().into_owned());
+            let pyc = pyc.to_string_lossy().into_owned();
+            if !shipped.contains(pyc.as_str()) && stage.join(&pyc).is_file() {
+                added.push(pyc);
             }
         }
         added.sort();
         added
     }
 
-    fn spawn(&self) -> Result<Worker, InstallError> {
+    fn spawn(&self, no_pyc: &Path) -> Result<Worker, InstallError> {
         let mut child = Command::new(&self.python)
-            // -B: the modules the worker imports must not get timestamp .pyc written first.
-            .args(["-B", "-s", "-c", SCRIPT])
+            // -B: no .pyc written for the worker's own imports; -I: nothing from the environment or the
+            // working folder on sys.path.
+            .args(["-B", "-I", "-c", SCRIPT])
             .env_clear()
             .env("PYTHONHASHSEED", "0")
+            .env("PYTHONPYCACHEPREFIX", no_pyc)
             .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -150,6 +168,8 @@ impl Drop for Worker {
 pub struct Pool {
     compiler: Compiler,
     size: usize,
+    /// An empty folder: the workers' `PYTHONPYCACHEPREFIX`.
+    no_pyc: tempfile::TempDir,
     /// Idle workers, and how many exist.
     state: Mutex<(Vec<Worker>, usize)>,
     freed: Condvar,
@@ -157,8 +177,9 @@ pub struct Pool {
 
 impl Pool {
     /// A pool of at most `size` workers, started when first needed.
-    pub fn new(compiler: Compiler, size: usize) -> Self {
-        Self { compiler, size: size.max(1), state: Mutex::new((Vec::new(), 0)), freed: Condvar::new() }
+    pub fn new(compiler: Compiler, size: usize) -> Result<Self, InstallError> {
+        let no_pyc = tempfile::tempdir().map_err(|e| compiler.io(e))?;
+        Ok(Self { compiler, size: size.max(1), no_pyc, state: Mutex::new((Vec::new(), 0)), freed: Condvar::new() })
     }
 
     /// Compiles the package staged at `stage` whose files are `paths` and whose record is
@@ -194,7 +215,7 @@ impl Pool {
     /// Compiles the `.py` files among `paths` (relative to the prefix) under `lib/pythonX.Y` of the
     /// stage, in chunks spread over the workers; returns the `.pyc` paths added, sorted. Blocks.
     pub fn compile_files(&self, stage: &Path, paths: &[String]) -> Result<Vec<String>, InstallError> {
-        let sources = self.compiler.sources(paths);
+        let sources = self.compiler.sources(stage, paths);
         let chunks: Vec<&[&String]> = sources.chunks(CHUNK).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let threads = chunks.len().min(self.size);
@@ -206,11 +227,16 @@ impl Pool {
                             let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(chunk) = chunks.get(k) else { return Ok(()) };
                             let mut worker = self.take()?;
+                            // A worker that dies on a chunk (a source that crashes the compiler, a
+                            // python too old for the script) compiled what it could: the files without
+                            // .pyc are skipped, as files that do not compile are, and a new worker takes
+                            // the next chunk. Only a python that cannot start at all fails the build.
                             match worker.run(stage, &self.compiler.target_prefix, chunk) {
                                 Ok(()) => self.give(worker),
                                 Err(e) => {
+                                    tracing::warn!("the python compiling .pyc files stopped on a chunk of {} files: {e}", chunk.len());
+                                    drop(worker);
                                     self.lost();
-                                    return Err(self.compiler.io(e));
                                 }
                             }
                         }
@@ -219,7 +245,7 @@ impl Pool {
                 .collect();
             handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(self.compiler.io(std::io::Error::other("a compile thread panicked")))))
         })?;
-        Ok(self.compiler.compiled(stage, &sources))
+        Ok(self.compiler.compiled(stage, &sources, paths))
     }
 
     /// An idle worker, a new one while there are fewer than `size`, or the next one freed.
@@ -232,7 +258,7 @@ impl Pool {
             if state.1 < self.size {
                 state.1 += 1;
                 drop(state);
-                return self.compiler.spawn().inspect_err(|_| self.lost());
+                return self.compiler.spawn(self.no_pyc.path()).inspect_err(|_| self.lost());
             }
             state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
         }

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 /// [`collect_entries`](crate::collect_entries) lists them) into exactly `parts` sets that together hold
 /// every entry: files and links in path order, cut into runs of about equal size (bytes plus a tar
 /// header each), each with the directories above its entries; directories with nothing in them go with
-/// the first. The same entries always give the same parts.
+/// the first. A part is empty only when there are fewer files and links than parts. The same entries
+/// always give the same parts.
 pub fn split_entries(entries: &BTreeMap<String, TarEntry>, parts: usize) -> Vec<BTreeMap<String, TarEntry>> {
     let parts = parts.max(1);
     let weight = |e: &TarEntry| match &e.kind {
@@ -22,11 +23,12 @@ pub fn split_entries(entries: &BTreeMap<String, TarEntry>, parts: usize) -> Vec<
     let mut placed = 0u64;
     let mut k = 0;
     for (path, entry) in entries.iter().filter(|(_, e)| e.kind != EntryKind::Dir) {
-        // The next part starts once this one holds its share of the total.
-        while k + 1 < parts && placed >= total * (k as u64 + 1) / parts as u64 {
-            k += 1;
-        }
-        placed += weight(entry);
+        // An entry goes to the part its middle falls in (never an earlier one), so a large entry does not
+        // leave the parts around it empty.
+        let w = weight(entry);
+        let middle = (u128::from(placed) + u128::from(w / 2)) * parts as u128 / u128::from(total.max(1));
+        k = k.max((middle as usize).min(parts - 1));
+        placed += w;
         with_parents(entries, &mut out[k], path);
         out[k].insert(path.clone(), entry.clone());
     }
@@ -92,6 +94,12 @@ mod tests {
             assert!((40_000..=70_000).contains(&size), "{size}");
         }
         assert!(parts[0].contains_key("opt/env/empty"));
+        // Uneven sizes leave no part empty: 10/80/10 and 40/20/40 give one file to each part.
+        for sizes in [[10u64, 80, 10], [40, 20, 40]] {
+            let e: BTreeMap<String, TarEntry> = sizes.iter().enumerate().map(|(i, s)| (format!("f{i}"), file(s * 1000))).collect();
+            let parts = split_entries(&e, 3);
+            assert!(parts.iter().all(|p| p.len() == 1), "{sizes:?}: {parts:?}");
+        }
         assert_eq!(split_entries(&e, 3), parts, "deterministic");
         assert_eq!(split_entries(&e, 1), vec![e.clone()]);
     }

@@ -67,7 +67,8 @@ pub fn layers(
         summaries.push(summary(c, names, cached));
         summaries.len() - 1
     };
-    for b in &baked.layers {
+    // A part of a split package with no files (a package with fewer files than parts) is left out.
+    for b in baked.layers.iter().filter(|b| b.part.is_none() || b.cached.layer.entries > 0) {
         let c = &b.cached;
         let mut annotations = BTreeMap::from([(keys::ANNOTATION_PACKAGES.to_string(), c.packages.join(","))]);
         let mut created_by = format!("envlayer: {}", c.packages.join(" "));

@@ -290,14 +290,19 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     reporter.start(Stage::Install, plan.baked.len() as u64);
     reporter.start(Stage::Pack, plan.groups.len() as u64 + 1);
     let mut baker = package_layers::Baker::new(&records, &plan.keys, store.clone(), cache.clone(), plan.params.clone(), reporter, plan.pyc_python, &wheels, Some(wheel_store))?;
-    baker.split_above = opts.split_above;
-    let mut split_warning = None;
-    let layer_count = base_layers + 1 + usize::from(plan.needs_runtime_layer) + plan.groups.iter().map(|g| baker.parts(g)).sum::<usize>();
-    if opts.split_above.is_some() && layer_count > opts.max_layers {
-        baker.split_above = None;
-        split_warning = Some(format!("--split-above: no package is split, the image would have {layer_count} layers, over --max-layers {}", opts.max_layers));
+    let mut split_warnings = Vec::new();
+    if let Some(above) = opts.split_above {
+        let layers = base_layers + 1 + usize::from(plan.needs_runtime_layer) + plan.groups.len();
+        let (split, whole) = package_layers::split_plan(&records, &plan.groups, above, opts.max_layers.saturating_sub(layers));
+        baker.split = split;
+        split_warnings.extend(whole.iter().map(|&i| {
+            let r = &records[i].package_record;
+            format!("{}-{}-{}: kept in one layer: splitting it (--split-above) would exceed --max-layers {}", r.name.as_normalized(), r.version, r.build, opts.max_layers)
+        }));
     }
     let baked = baker.bake(&plan.baked, &plan.groups, opts.jobs).await?;
+    // The compiling interpreters and the stages are not needed past this point.
+    drop(baker);
     reporter.finish(Stage::Fetch);
     reporter.finish(Stage::Install);
     timings.insert("layers".to_string(), t1.elapsed().as_millis() as u64);
@@ -323,7 +328,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     timings.insert("total".to_string(), t0.elapsed().as_millis() as u64);
 
     let mut warnings = plan.warnings.clone();
-    warnings.extend(split_warning);
+    warnings.extend(split_warnings);
     warnings.extend(baked.clobbers.iter().map(|c| {
         format!(
             "clobber: {} is installed by {} and {}; the image has {}'s (the later in install order: dependency order as conda does, pip packages after conda's as `pip install` does)",

@@ -20,6 +20,36 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::OnceCell;
 
+/// How a package's files are cut into parts, in the parts' cache keys: a change to
+/// [`envlayer_layers::split_entries`] that moves files between parts changes it.
+const SPLIT: &str = "split/1";
+
+/// Which packages span several layers, and how many: a conda package alone in its layer whose archive is
+/// over `above` spans one layer per `above` bytes (rounded up, at most 16), largest packages first while
+/// the image stays within `spare` more layers. Returns the split and the packages kept whole for the
+/// budget.
+pub fn split_plan(records: &[RepoDataRecord], groups: &[Vec<usize>], above: u64, mut spare: usize) -> (BTreeMap<usize, usize>, Vec<usize>) {
+    let mut candidates: Vec<(u64, usize)> = groups
+        .iter()
+        .filter_map(|g| match g.as_slice() {
+            [i] => records.get(*i).and_then(|r| r.package_record.size).filter(|&s| s > above).map(|s| (s, *i)),
+            _ => None,
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.cmp(a));
+    let (mut split, mut whole) = (BTreeMap::new(), Vec::new());
+    for (size, i) in candidates {
+        let n = size.div_ceil(above.max(1)).clamp(1, 16) as usize;
+        if n > 1 && n - 1 <= spare {
+            spare -= n - 1;
+            split.insert(i, n);
+        } else if n > 1 {
+            whole.push(i);
+        }
+    }
+    (split, whole)
+}
+
 /// A path two packages install: the winner's file is in the image.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Clobber {
@@ -79,8 +109,8 @@ pub struct Baker<'a> {
     pub wheels: &'a [crate::pypi::Dist],
     /// Where wheels are downloaded to.
     pub wheel_store: Option<crate::pypi::fetch::WheelStore>,
-    /// A conda package alone in its layer whose archive is larger spans one layer per this many bytes.
-    pub split_above: Option<u64>,
+    /// How many layers a package alone in its layer spans, when more than one (see [`split_plan`]).
+    pub split: BTreeMap<usize, usize>,
     downloaded: AtomicUsize,
     installed: AtomicUsize,
     compressed: AtomicUsize,
@@ -128,7 +158,7 @@ impl<'a> Baker<'a> {
             pyc_python,
             wheels,
             wheel_store,
-            split_above: None,
+            split: BTreeMap::new(),
             downloaded: AtomicUsize::new(0),
             installed: AtomicUsize::new(0),
             compressed: AtomicUsize::new(0),
@@ -159,7 +189,7 @@ impl<'a> Baker<'a> {
                     (Some(py), Some(info)) => {
                         let stage = &Box::pin(self.install(py)).await?.0;
                         let compiler = crate::pyc::Compiler::new(stage, info, &self.params.target.prefix);
-                        Ok::<_, BuildError>(Some(std::sync::Arc::new(crate::pyc::Pool::new(compiler, self.pool_size.load(Ordering::Relaxed)))))
+                        Ok::<_, BuildError>(Some(std::sync::Arc::new(crate::pyc::Pool::new(compiler, self.pool_size.load(Ordering::Relaxed))?)))
                     }
                     _ => Ok(None),
                 }
@@ -330,11 +360,10 @@ impl<'a> Baker<'a> {
         Ok(Baked { layers, facts, clobbers, timings_ms, work })
     }
 
-    /// How many layers the group `members` spans: a conda package alone in its layer whose archive is
-    /// larger than `split_above` spans one per `split_above` bytes of archive (rounded up, at most 16).
-    pub(crate) fn parts(&self, members: &[usize]) -> usize {
-        match (members, self.split_above) {
-            ([i], Some(limit)) if limit > 0 => self.records.get(*i).and_then(|r| r.package_record.size).map_or(1, |size| size.div_ceil(limit).clamp(1, 16) as usize),
+    /// How many layers the group `members` spans.
+    fn parts(&self, members: &[usize]) -> usize {
+        match members {
+            [i] => self.split.get(i).copied().unwrap_or(1),
             _ => 1,
         }
     }
@@ -351,7 +380,7 @@ impl<'a> Baker<'a> {
         let key = group_key(&member_keys);
         let n = self.parts(members);
         // Each part is keyed by the package's key, its number and how many there are.
-        let keys: Vec<String> = if n == 1 { vec![key] } else { (0..n).map(|k| Digest::of(format!("{key}:part:{k}/{n}").as_bytes()).hex()).collect() };
+        let keys: Vec<String> = if n == 1 { vec![key] } else { (0..n).map(|k| Digest::of(format!("{key}:{SPLIT}:part:{k}/{n}").as_bytes()).hex()).collect() };
         let names: Vec<String> = members.iter().map(|&i| self.name(i)).collect();
         let baked = |layers: Vec<CachedLayer>, from_cache: bool| -> Vec<BakedLayer> {
             layers.into_iter().enumerate().map(|(k, cached)| BakedLayer { cached, from_cache, members: members.to_vec(), part: (n > 1).then_some((k, n)) }).collect()

@@ -87,14 +87,17 @@ pub fn plan(
 
     // .pyc: compiled with the environment's own python, when this machine can run it.
     let python_idx = records.iter().position(|r| r.package_record.name.as_normalized() == "python");
+    // The compiling workers need Python 3.7 or newer (hash-based .pyc).
+    let old_python = python.as_ref().is_some_and(|p| p.short_version < (3, 7));
     let pyc_python = match (opts.pyc, python_idx, &python) {
-        (true, Some(p), Some(_)) if !runtime[p] && Subdir::current() == Some(opts.platform) => Some(p),
+        (true, Some(p), Some(_)) if !runtime[p] && !old_python && Subdir::current() == Some(opts.platform) => Some(p),
         _ => None,
     };
     let pyc_reason = match (opts.pyc, python_idx) {
         (false, _) => Some("--no-pyc".to_string()),
         (true, None) => Some("the environment has no python".to_string()),
         (true, Some(p)) if runtime[p] => Some("python installs at runtime".to_string()),
+        (true, Some(_)) if old_python => Some("python older than 3.7 has no hash-based .pyc".to_string()),
         (true, Some(_)) if pyc_python.is_none() => Some(format!(
             "this machine cannot run the environment's python (image platform {}, build machine {})",
             opts.platform,
@@ -146,7 +149,13 @@ pub fn plan(
         })
         .collect();
     let conda_budget = budget - pip_budget;
-    let conda_plan = opts.buckets.and_then(|b| envlayer_layers::plan_buckets(&conda_items, b.below, b.count, conda_budget)).unwrap_or_else(|| plan_layers(&conda_items, conda_budget));
+    // A package of unknown size (a lock or channel without it) is not assumed small.
+    let bucket_items: Vec<PlanItem> = conda
+        .iter()
+        .zip(&conda_items)
+        .map(|(&i, item)| PlanItem { key: item.key.clone(), size: records[i].package_record.size.unwrap_or(u64::MAX) })
+        .collect();
+    let conda_plan = opts.buckets.and_then(|b| envlayer_layers::plan_buckets(&bucket_items, b.below, b.count, conda_budget)).unwrap_or_else(|| plan_layers(&conda_items, conda_budget));
     let mut groups: Vec<Vec<usize>> = conda_plan.into_iter().map(|g| g.into_iter().map(|j| conda[j]).collect()).collect();
     groups.extend(plan_layers(&pip_items, pip_budget).into_iter().map(|g| g.into_iter().map(|j| pip[j]).collect::<Vec<_>>()));
     Ok(Plan { baked, runtime_packages, link_scripts, messages, pyc_python, pyc_reason, params, keys, groups, needs_runtime_layer, warnings })

@@ -77,7 +77,7 @@ pub struct PackageSummary {
     pub file_name: String,
     /// The archive's sha256.
     pub sha256: Option<String>,
-    /// The index of its layer in [`BuildSummary::layers`].
+    /// The index of its layer in [`BuildSummary::layers`] (the first, for a package split across layers).
     pub layer: usize,
 }
 

@@ -187,7 +187,6 @@ pub fn default_cache_dir() -> PathBuf {
         .join("envlayer")
 }
 
-/// `24h`, `90m`, `30s`, `7d`, `2w`, or `never`.
 /// A size in bytes: a number with an optional `K`, `M` or `G` (powers of 1024).
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
@@ -195,16 +194,17 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         Some((i, _)) => t.split_at(i),
         None => (t, ""),
     };
-    let mult: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
         _ => return Err(format!("{s:?}: a size is a number with an optional K, M or G (1M, 512K)")),
     };
     num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("{s:?}: a size is a number with an optional K, M or G (1M, 512K)"))
 }
 
+/// `24h`, `90m`, `30s`, `7d`, `2w`, or `never`.
 pub fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>> {
     if s == "never" || s == "0" {
         return Ok(None);
@@ -354,6 +354,7 @@ mod tests {
         assert_eq!(super::parse_size("700"), Ok(700));
         assert!(super::parse_size("1X").unwrap_err().contains("K, M or G"));
         assert!(super::parse_size("M").is_err());
+        assert!(super::parse_size("1IB").is_err() && super::parse_size("1MBB").is_err());
         assert!(super::parse_size("99999999999999G").is_err());
     }
 }

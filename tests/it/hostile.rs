@@ -157,3 +157,23 @@ fn setuid_bits_are_stripped_and_a_symlink_inside_the_package_is_kept() {
     }
     assert_eq!(seen, 2);
 }
+
+#[test]
+fn a_py_file_that_is_a_link_is_not_compiled_and_cannot_stall_the_build() {
+    // x.py -> /dev/stdin would have the compiling python read its own requests; y.py is a plain module.
+    let dir = scratch("hostile-pyc-link");
+    let sp = "lib/python3.11/site-packages/pylinks";
+    let c = hostile_channel(
+        &dir,
+        "pylinks",
+        &format!(r##"[data(tarfile.SYMTYPE, "{sp}/x.py", linkname="/dev/stdin"), data(tarfile.REGTYPE, "{sp}/y.py", b"VALUE = 1\n")]"##),
+        &format!(r#"[{{"_path": "{sp}/x.py", "path_type": "softlink"}}, {{"_path": "{sp}/y.py", "path_type": "hardlink", "size_in_bytes": 10}}]"#),
+    );
+    let env = env_file(&dir, "pylinks", &[&c, &channels().join("local-python")], &["python=3.11", "pylinks"]);
+    let out = hostile::run_bounded(&dir, &["build", env.to_str().unwrap(), "--cache-dir", "cache", "-o", "out.oci", "-q", "--json"], &[], std::time::Duration::from_secs(240));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut names = Vec::new();
+    for_each_layer_file(&dir.join("out.oci"), |path, _| names.push(path.to_string()));
+    assert!(names.iter().any(|n| n.ends_with(&format!("{sp}/__pycache__/y.cpython-311.pyc"))), "y.py compiled");
+    assert!(!names.iter().any(|n| n.contains(&format!("{sp}/__pycache__/x."))), "the link was compiled: {names:?}");
+}
