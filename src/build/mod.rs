@@ -293,7 +293,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let mut split_warnings = Vec::new();
     if let Some(above) = opts.split_above {
         let layers = base_layers + 1 + usize::from(plan.needs_runtime_layer) + plan.groups.len();
-        let (split, whole) = package_layers::split_plan(&records, &plan.groups, above, opts.max_layers.saturating_sub(layers));
+        let (split, whole) = plan::split_plan(&records, &plan.groups, above, opts.max_layers.saturating_sub(layers));
         baker.split = split;
         split_warnings.extend(whole.iter().map(|&i| {
             let r = &records[i].package_record;

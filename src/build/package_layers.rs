@@ -24,32 +24,6 @@ use tokio::sync::OnceCell;
 /// [`envlayer_layers::split_entries`] that moves files between parts changes it.
 const SPLIT: &str = "split/1";
 
-/// Which packages span several layers, and how many: a conda package alone in its layer whose archive is
-/// over `above` spans one layer per `above` bytes (rounded up, at most 16), largest packages first while
-/// the image stays within `spare` more layers. Returns the split and the packages kept whole for the
-/// budget.
-pub fn split_plan(records: &[RepoDataRecord], groups: &[Vec<usize>], above: u64, mut spare: usize) -> (BTreeMap<usize, usize>, Vec<usize>) {
-    let mut candidates: Vec<(u64, usize)> = groups
-        .iter()
-        .filter_map(|g| match g.as_slice() {
-            [i] => records.get(*i).and_then(|r| r.package_record.size).filter(|&s| s > above).map(|s| (s, *i)),
-            _ => None,
-        })
-        .collect();
-    candidates.sort_by(|a, b| b.cmp(a));
-    let (mut split, mut whole) = (BTreeMap::new(), Vec::new());
-    for (size, i) in candidates {
-        let n = size.div_ceil(above.max(1)).clamp(1, 16) as usize;
-        if n > 1 && n - 1 <= spare {
-            spare -= n - 1;
-            split.insert(i, n);
-        } else if n > 1 {
-            whole.push(i);
-        }
-    }
-    (split, whole)
-}
-
 /// A path two packages install: the winner's file is in the image.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Clobber {
@@ -109,7 +83,7 @@ pub struct Baker<'a> {
     pub wheels: &'a [crate::pypi::Dist],
     /// Where wheels are downloaded to.
     pub wheel_store: Option<crate::pypi::fetch::WheelStore>,
-    /// How many layers a package alone in its layer spans, when more than one (see [`split_plan`]).
+    /// How many layers a package alone in its layer spans, when more than one (see [`super::plan::split_plan`]).
     pub split: BTreeMap<usize, usize>,
     downloaded: AtomicUsize,
     installed: AtomicUsize,

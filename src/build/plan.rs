@@ -160,3 +160,29 @@ pub fn plan(
     groups.extend(plan_layers(&pip_items, pip_budget).into_iter().map(|g| g.into_iter().map(|j| pip[j]).collect::<Vec<_>>()));
     Ok(Plan { baked, runtime_packages, link_scripts, messages, pyc_python, pyc_reason, params, keys, groups, needs_runtime_layer, warnings })
 }
+
+/// Which packages span several layers, and how many: a conda package alone in its layer whose archive is
+/// over `above` spans one layer per `above` bytes (rounded up, at most 16), largest packages first while
+/// the image stays within `spare` more layers. Returns the split and the packages kept whole for the
+/// budget.
+pub fn split_plan(records: &[RepoDataRecord], groups: &[Vec<usize>], above: u64, mut spare: usize) -> (BTreeMap<usize, usize>, Vec<usize>) {
+    let mut candidates: Vec<(u64, usize)> = groups
+        .iter()
+        .filter_map(|g| match g.as_slice() {
+            [i] => records.get(*i).and_then(|r| r.package_record.size).filter(|&s| s > above).map(|s| (s, *i)),
+            _ => None,
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.cmp(a));
+    let (mut split, mut whole) = (BTreeMap::new(), Vec::new());
+    for (size, i) in candidates {
+        let n = size.div_ceil(above.max(1)).clamp(1, 16) as usize;
+        if n > 1 && n - 1 <= spare {
+            spare -= n - 1;
+            split.insert(i, n);
+        } else if n > 1 {
+            whole.push(i);
+        }
+    }
+    (split, whole)
+}
