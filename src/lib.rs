@@ -1,7 +1,8 @@
-//! envlayer turns a conda environment into an OCI image with one content-addressed layer per package.
+//! envlayer turns a conda environment into an OCI image whose layers are content-addressed by the packages
+//! in them (large packages split across layers, small ones sharing hash buckets).
 //!
 //! Data flows one way through named stages, one module each: [`spec`] → [`solve`] → [`fetch`] →
-//! [`install`] → [`package_layers`] (kept in the [`cache`]) → [`image`] → [`output`] or [`push`], joined
+//! [`install`] → [`build::package_layers`] (kept in the [`cache`]) → [`image`] → [`output`] or [`push`], joined
 //! by [`build::build`]. [`registry`] is the distribution-API client that `push` and remote bases use;
 //! [`lifecycle`] is `resolve`/`ls`/`prune`; [`link_scripts`] and [`runtime_install`] handle packages that
 //! install when the container starts; [`keys`] lists every label and annotation envlayer writes.

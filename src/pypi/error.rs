@@ -75,7 +75,7 @@ pub enum ResolveError {
         platform: String,
     },
     /// Some distributions have only sdists, which need an interpreter to build (see
-    /// [`ResolveInput::builder`]); uv's message names them.
+    /// [`crate::pypi::resolve::ResolveInput`]`::builder`); uv's message names them.
     #[error("cannot resolve the pip requirements without building source distributions:\n{message}")]
     NeedsBuild {
         /// uv's message, with credentials cut.

@@ -2,7 +2,7 @@
 //! layer each. [`spec`] reads the `pip:` section or a requirements file; [`resolve`] asks uv for the
 //! distributions of the target (never the build machine); [`fetch`] downloads and checks each wheel,
 //! sending credentials only to the host they were given for; [`wheel`] installs one wheel into its own
-//! stage. The build step that turns them into layers is [`crate::build::pip_layers`].
+//! stage. The build steps that use them are [`crate::build::pip`] and [`crate::build::package_layers`].
 
 pub mod dist;
 pub mod error;
