@@ -27,23 +27,26 @@ pub fn plan_layers(items: &[PlanItem], budget: usize) -> Vec<Vec<usize>> {
     let singles = budget - buckets;
     let mut by_size: Vec<usize> = (0..items.len()).collect();
     by_size.sort_by(|&a, &b| items[b].size.cmp(&items[a].size).then_with(|| items[a].key.cmp(&items[b].key)));
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut bucket_of = vec![None; buckets];
     let mut single = vec![false; items.len()];
     for &i in by_size.iter().take(singles) {
         single[i] = true;
     }
+    place(items, buckets, |i, _| single[i])
+}
+
+/// Each item alone when `alone(index, item)`, else in the bucket its key hashes to; layers in the order
+/// of their first item.
+fn place(items: &[PlanItem], buckets: usize, alone: impl Fn(usize, &PlanItem) -> bool) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut bucket_of: Vec<Option<usize>> = vec![None; buckets];
     for (i, item) in items.iter().enumerate() {
-        if single[i] {
+        if alone(i, item) {
             groups.push(vec![i]);
             continue;
         }
         let b = bucket(&item.key, buckets);
         match bucket_of[b] {
-            Some(g) => {
-                let group: &mut Vec<usize> = &mut groups[g];
-                group.push(i);
-            }
+            Some(g) => groups[g].push(i),
             None => {
                 bucket_of[b] = Some(groups.len());
                 groups.push(vec![i]);
@@ -61,26 +64,7 @@ pub fn plan_layers(items: &[PlanItem], budget: usize) -> Vec<Vec<usize>> {
 /// and small packages share it. As with the budget's buckets, adding, removing or upgrading a small item
 /// changes its bucket only; an item that grows past `below` moves to a layer of its own.
 pub fn plan_buckets(items: &[PlanItem], below: u64, buckets: usize, budget: usize) -> Option<Vec<Vec<usize>>> {
-    let buckets = buckets.max(1);
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut bucket_of = vec![None; buckets];
-    for (i, item) in items.iter().enumerate() {
-        if item.size >= below {
-            groups.push(vec![i]);
-            continue;
-        }
-        let b = bucket(&item.key, buckets);
-        match bucket_of[b] {
-            Some(g) => {
-                let group: &mut Vec<usize> = &mut groups[g];
-                group.push(i);
-            }
-            None => {
-                bucket_of[b] = Some(groups.len());
-                groups.push(vec![i]);
-            }
-        }
-    }
+    let groups = place(items, buckets.max(1), |_, item| item.size >= below);
     (groups.len() <= budget.max(1)).then_some(groups)
 }
 
