@@ -34,7 +34,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # and the library without the CLI feature: it must build, and pull in no command-line crate.
 for crate in envlayer-layers envlayer-oci; do cargo check -p "$crate" --lib --locked; done
 cargo check -p envlayer --lib --no-default-features --locked
-if cargo tree -p envlayer --no-default-features -e normal --locked | grep -E ' (clap|indicatif|tracing-subscriber) v'; then
+if cargo tree -p envlayer --no-default-features -e normal --locked | grep -E ' (clap|clap_complete|indicatif|tracing-subscriber) v'; then
   echo "the envlayer library depends on a command-line crate (above)" >&2; exit 1
 fi
 log=$(mktemp)

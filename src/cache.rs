@@ -145,7 +145,11 @@ impl LayerCache {
         };
         let blob = self.blob_path(&cached.layer.digest);
         match crate::files::digest_file(&blob) {
-            Ok((digest, len)) if digest == cached.layer.digest && len == cached.layer.size => Some(cached),
+            Ok((digest, len)) if digest == cached.layer.digest && len == cached.layer.size => {
+                // The entry's last use, for `envlayer cache gc`.
+                let _ = std::fs::File::options().append(true).open(&entry).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Some(cached)
+            }
             Ok(_) => {
                 tracing::warn!("cache blob {} is corrupt; rebuilding it", blob.display());
                 let _ = std::fs::remove_file(&blob);
@@ -177,6 +181,18 @@ impl LayerCache {
     /// Remembers a package's facts.
     pub fn put_facts(&self, key: &str, facts: &PackageFacts) -> Result<(), CacheError> {
         self.write_json(&self.root.join("facts").join(format!("{key}.json")), facts)
+    }
+
+    /// Keeps the lock of a build that wrote no layout (a push, a resolve) as `locks/<file_name>`, and
+    /// returns its path.
+    pub fn put_lock(&self, file_name: &str, text: &str) -> Result<PathBuf, CacheError> {
+        let path = self.root.join("locks").join(file_name);
+        let io = |source| CacheError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(path.parent().unwrap_or(&self.root)).map_err(io)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir()?).map_err(io)?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(path)
     }
 
     fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<(), CacheError> {

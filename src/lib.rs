@@ -12,6 +12,7 @@
 pub mod activation;
 pub mod build;
 pub mod cache;
+pub mod cache_gc;
 pub mod fetch;
 pub mod install;
 pub mod keys;

@@ -29,8 +29,10 @@ pub enum Status {
 /// One environment image in a repository.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EnvImage {
-    /// Its tag.
+    /// Its tag (the shortest of its tags).
     pub tag: String,
+    /// Every tag of the repository that points at this manifest, shortest first.
+    pub tags: Vec<String>,
     /// `registry/repo@digest`.
     pub reference: String,
     /// The manifest digest.
@@ -132,6 +134,7 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
         + manifest["layers"].as_array().map_or(0, |l| l.iter().filter_map(|d| d["size"].as_u64()).sum());
     Ok(Some(EnvImage {
         tag: tag.to_string(),
+        tags: vec![tag.to_string()],
         reference: repo.by_digest(&digest),
         digest: digest.to_string(),
         name: name.to_string(),
@@ -149,20 +152,42 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
     }))
 }
 
-/// Every envlayer environment image in `repo`, one per manifest (named by its shortest tag), by tag.
+/// Whether `tag` is one envlayer gives `img`: its environment tag `<name>-<hash>` or a build tag
+/// `<name>-<hash>-<YYYYMMDDhhmmss>`. Any other tag was named by a user.
+pub fn is_env_tag(tag: &str, img: &EnvImage) -> bool {
+    let env_tag = tag_for(&img.name, &img.hash);
+    tag == env_tag || tag.strip_prefix(&env_tag).and_then(|t| t.strip_prefix('-')).is_some_and(|t| t.len() == 14 && t.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Every envlayer environment image in `repo`, one per manifest with all its tags (named by the
+/// shortest), newest first.
 pub async fn list(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<Vec<EnvImage>, RegistryError> {
+    let (images, _) = scan(registry, repo, now).await?;
+    Ok(images)
+}
+
+/// The envlayer images of `repo` (one per manifest, newest first) and the digests of manifests that are
+/// not envlayer's.
+async fn scan(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<(Vec<EnvImage>, std::collections::BTreeSet<String>), RegistryError> {
     let mut tags = registry.list_tags(&repo.repository).await?;
     tags.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
     let mut out: Vec<EnvImage> = Vec::new();
+    let mut foreign = std::collections::BTreeSet::new();
     for tag in tags {
-        if let Some(img) = inspect(registry, repo, &tag, now).await? {
-            if !out.iter().any(|o| o.digest == img.digest) {
-                out.push(img);
+        match inspect(registry, repo, &tag, now).await? {
+            Some(img) => match out.iter_mut().find(|o| o.digest == img.digest) {
+                Some(o) => o.tags.push(tag),
+                None => out.push(img),
+            },
+            None => {
+                if let Ok((_, _, d)) = registry.get_manifest(&repo.repository, &tag).await {
+                    foreign.insert(d.to_string());
+                }
             }
         }
     }
-    out.sort_by(|a, b| a.tag.cmp(&b.tag));
-    Ok(out)
+    out.sort_by(|a, b| b.created.cmp(&a.created).then(a.tag.cmp(&b.tag)));
+    Ok((out, foreign))
 }
 
 /// The immutable tag of one build: `<tag>-<build time as YYYYMMDDhhmmss>`, so an image stays listed
@@ -172,43 +197,23 @@ pub fn build_tag(tag: &str, created: &str) -> String {
     format!("{tag}-{stamp}")
 }
 
-/// Deletes the expired envlayer images of `repo` (manifest DELETE by digest), unless `dry_run`. Images
-/// that are not envlayer's, not expired, or share their digest with a tag that is either, are kept.
+/// Deletes the expired envlayer images of `repo` (manifest DELETE by digest), unless `dry_run`; returns
+/// them, each with every tag the delete removes. Kept: images that are not envlayer's or not expired,
+/// and any manifest that a tag a user named (not `<name>-<hash>[-<time>]`) points at, expired or not.
 pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, dry_run: bool) -> Result<Vec<EnvImage>, RegistryError> {
-    let mut tags = registry.list_tags(&repo.repository).await?;
-    tags.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
-    let mut expired: Vec<EnvImage> = Vec::new();
-    let mut keep = std::collections::BTreeSet::new();
-    for tag in tags {
-        match inspect(registry, repo, &tag, now).await? {
-            Some(img) if img.status == Status::Expired => {
-                // One entry per manifest (deleting it removes all its tags), named by its shortest tag.
-                if !expired.iter().any(|e| e.digest == img.digest) {
-                    expired.push(img);
-                }
-            }
-            Some(img) => {
-                keep.insert(img.digest);
-            }
-            None => {
-                // Not envlayer's: remember its digest so a shared manifest is never deleted.
-                if let Ok((_, _, d)) = registry.get_manifest(&repo.repository, &tag).await {
-                    keep.insert(d.to_string());
-                }
-            }
-        }
-    }
-    expired.retain(|img| !keep.contains(&img.digest));
+    let (images, foreign) = scan(registry, repo, now).await?;
+    let mut expired: Vec<EnvImage> = images
+        .into_iter()
+        .filter(|img| img.status == Status::Expired && !foreign.contains(&img.digest) && img.tags.iter().all(|t| is_env_tag(t, img)))
+        .collect();
+    expired.sort_by(|a, b| a.tag.cmp(&b.tag));
     if !dry_run {
-        let mut done = std::collections::BTreeSet::new();
         for img in &expired {
-            if done.insert(img.digest.clone()) {
-                let digest: Digest = img
-                    .digest
-                    .parse()
-                    .map_err(|source| RegistryError::BadDigest { subject: format!("{}: {}:{}", registry.host(), repo.repository, img.tag), source })?;
-                registry.delete_manifest(&repo.repository, &digest).await?;
-            }
+            let digest: Digest = img
+                .digest
+                .parse()
+                .map_err(|source| RegistryError::BadDigest { subject: format!("{}: {}:{}", registry.host(), repo.repository, img.tag), source })?;
+            registry.delete_manifest(&repo.repository, &digest).await?;
         }
     }
     Ok(expired)

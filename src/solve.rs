@@ -339,9 +339,10 @@ pub fn read_lock(path: &Path, platform: Subdir) -> Result<Solved, SolveError> {
     let env = lock
         .default_environment()
         .ok_or_else(|| err("has no default environment".into()))?;
-    let lock_platform = lock
-        .platform(platform.as_str())
-        .ok_or_else(|| err(format!("has no packages for {platform}")))?;
+    let lock_platform = lock.platform(platform.as_str()).ok_or_else(|| {
+        let has: Vec<String> = lock.platforms().map(|p| p.subdir().to_string()).collect();
+        err(format!("has no packages for {platform} (it was locked for {}): pass --platform to match, or lock for {platform}", has.join(", ")))
+    })?;
     let records = env
         .conda_repodata_records(lock_platform)
         .map_err(|e| err(e.to_string()))?

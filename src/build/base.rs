@@ -8,6 +8,34 @@ use crate::image::BaseImage;
 
 /// Reads the base named by the options, if any, for the platform `os_arch`.
 pub async fn read(opts: &BuildOptions, os_arch: &(String, String, Option<String>)) -> Result<Option<BaseImage>, BuildError> {
+    let base = read_any(opts, os_arch).await?;
+    if let (Some(b), Some(named)) = (&base, &opts.base) {
+        check_arch(b, named, opts, os_arch)?;
+    }
+    Ok(base)
+}
+
+/// A base must be for the platform's architecture: an amd64 base under `--platform linux-aarch64` would
+/// give an image labelled arm64 whose base binaries cannot run there. (A base whose config names no
+/// architecture is taken as it is.)
+fn check_arch(base: &BaseImage, named: &BaseRef, opts: &BuildOptions, os_arch: &(String, String, Option<String>)) -> Result<(), BuildError> {
+    let arch = base.config["architecture"].as_str().unwrap_or("");
+    let variant = base.config["variant"].as_str();
+    // A variant is compared only when both sides name one (arm64 bases often leave `v8` out).
+    let variant_differs = matches!((variant, &os_arch.2), (Some(a), Some(b)) if a != b);
+    if arch.is_empty() || (arch == os_arch.1 && !variant_differs) {
+        return Ok(());
+    }
+    let with_variant = |a: &str, v: Option<&str>| v.map_or(a.to_string(), |v| format!("{a}/{v}"));
+    Err(BuildError::BaseArch {
+        base: crate::net::escape(&named.to_string()),
+        base_arch: crate::net::escape(&with_variant(arch, variant)),
+        platform: opts.platform.to_string(),
+        want_arch: with_variant(&os_arch.1, os_arch.2.as_deref()),
+    })
+}
+
+async fn read_any(opts: &BuildOptions, os_arch: &(String, String, Option<String>)) -> Result<Option<BaseImage>, BuildError> {
     Ok(match &opts.base {
         Some(BaseRef::Layout { layout, tag }) => Some(crate::image::read_oci_layout(layout, tag.as_deref())?),
         Some(BaseRef::Registry(reference)) => {
@@ -27,6 +55,6 @@ pub async fn read(opts: &BuildOptions, os_arch: &(String, String, Option<String>
             }
             Some(b)
         }
-        None => None,
+        Some(BaseRef::Scratch) | None => None,
     })
 }

@@ -50,6 +50,34 @@ pub enum BuildError {
         /// The conda subdir asked for.
         platform: String,
     },
+    /// `--lock` names a lock made from another environment (or an older version of this one).
+    #[error("lock file {lock} does not match {env_file}:\n  - {}\nLock this environment with `envlayer lock {env_file}` and build with that lock, or build without --lock to solve", differences.join("\n  - "))]
+    LockMismatch {
+        /// The lock file.
+        lock: PathBuf,
+        /// The environment file.
+        env_file: PathBuf,
+        /// What differs, one line each.
+        differences: Vec<String>,
+    },
+    /// The lock path holds something envlayer did not write.
+    #[error("refusing to write the lock to {path}: it is not a lock file envlayer wrote (choose another path with -o)")]
+    LockPath {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The base image is for another architecture than `--platform`.
+    #[error("base image {base} is {base_arch}, but --platform {platform} builds {want_arch}: pass a base for {want_arch} (or --platform for {base_arch})")]
+    BaseArch {
+        /// The base, as named.
+        base: String,
+        /// Its config's `architecture` (and variant).
+        base_arch: String,
+        /// The platform asked for.
+        platform: String,
+        /// The architecture that platform means.
+        want_arch: String,
+    },
     /// `--max-layers` leaves no room for the environment on top of the base.
     #[error("--max-layers {max_layers} leaves no room: the base has {base_layers} layers, and the environment needs at least 2")]
     MaxLayers {

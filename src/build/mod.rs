@@ -11,6 +11,7 @@ pub mod config;
 pub mod env_layer;
 pub mod error;
 pub mod inputs;
+pub mod lock;
 pub mod package_layers;
 pub mod packages;
 pub mod pip;
@@ -47,6 +48,19 @@ pub enum BaseRef {
     },
     /// An image in a registry.
     Registry(crate::registry::Reference),
+    /// No base, on purpose (`--base scratch`): the image holds the environment only.
+    Scratch,
+}
+
+impl std::fmt::Display for BaseRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Layout { layout, tag: Some(t) } => write!(f, "{}:{t}", layout.display()),
+            Self::Layout { layout, tag: None } => write!(f, "{}", layout.display()),
+            Self::Registry(r) => write!(f, "{r}"),
+            Self::Scratch => f.write_str("scratch"),
+        }
+    }
 }
 
 /// How registries are reached, for registry bases (and pushes by the caller).
@@ -283,6 +297,9 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let wheel_store = crate::pypi::fetch::WheelStore::new(&opts.cache_dir, opts.network, crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref()));
     let pip_cx = pip::PipContext { records: &records, infos: &infos, python: python.as_ref(), store: &store, wheels: &wheel_store };
     let wheels = pip::wheels(opts, &inputs, &pip_cx).await?;
+    if let Some(lock) = &opts.lock {
+        lock::check(lock, &inputs, &records, &wheels, &infos)?;
+    }
     let plan = plan::plan(opts, &inputs, &records, &infos, &wheels, python, base_layers)?;
     timings.insert("inspect".to_string(), t1.elapsed().as_millis() as u64);
 
@@ -323,6 +340,12 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     if let Some(output) = &opts.output {
         crate::output::write(&img, output, &opts.tag, &env.lock_text, OWNERSHIP)?;
     }
+    // Without a layout, the lock is kept in the cache, named by the environment's tag, so it can be found
+    // (and given to `--lock`) after a push.
+    let lock_file = match opts.lock_output() {
+        Some(p) => p,
+        None => cache.put_lock(&format!("{}.lock", crate::lifecycle::tag_for(&inputs.spec.name, &identity)), &env.lock_text)?,
+    };
     reporter.finish(Stage::Write);
     timings.insert("write".to_string(), t2.elapsed().as_millis() as u64);
     timings.insert("total".to_string(), t0.elapsed().as_millis() as u64);
@@ -340,6 +363,13 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     }));
     warnings.extend(plan.messages.iter().map(|m| format!("message from {m}")));
     warnings.extend(config_warnings);
+    if opts.base.is_none() {
+        warnings.push(
+            "no --base: the image holds the environment and nothing else (no libc, no shell): it cannot run a command by itself. \
+             Pass --base IMAGE (a registry image or an OCI layout with a Linux userland), or --base scratch when that is what you want"
+                .to_string(),
+        );
+    }
     for w in &warnings {
         reporter.warn(w);
     }
@@ -350,7 +380,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
         platform: opts.platform.to_string(),
         output: opts.output.clone(),
         tag: opts.tag.clone(),
-        lock: opts.lock_output(),
+        lock: Some(lock_file),
         base: base.as_ref().and_then(|b| b.origin.clone()),
         manifest_digest: img.digest().to_string(),
         config_digest: img.config_digest().to_string(),

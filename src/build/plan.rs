@@ -105,7 +105,8 @@ pub fn plan(
         )),
         _ => None,
     };
-    if let (Some(r), Some(_)) = (&pyc_reason, python_idx) {
+    // Asked for with --no-pyc: not worth a warning (the summary still gives the reason).
+    if let (Some(r), Some(_), true) = (&pyc_reason, python_idx, opts.pyc) {
         warnings.push(format!("no .pyc files compiled: {r}"));
     }
 

@@ -33,13 +33,24 @@ pub struct RegistryArgs {
     /// A PEM file of CA certificates to trust for registries, besides the system's. Repeatable.
     #[arg(long = "registry-ca", value_name = "FILE", env = "ENVLAYER_REGISTRY_CA")]
     pub ca: Vec<PathBuf>,
-    /// Parallel blob uploads.
-    #[arg(long = "push-jobs", default_value_t = 4)]
-    pub push_jobs: usize,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct NetworkArgs {
     /// Give up on a registry, channel or package server that sends (or takes) nothing for this many
     /// seconds (each request is retried a few times before the command fails).
-    #[arg(long = "network-timeout", value_name = "SECONDS", env = "ENVLAYER_NETWORK_TIMEOUT", default_value_t = 60)]
+    #[arg(long = "network-timeout", value_name = "SECONDS", env = "ENVLAYER_NETWORK_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub network_timeout: u64,
+}
+
+/// For the commands that upload.
+#[derive(Args, Clone)]
+pub struct PushJobs {
+    /// Parallel blob uploads.
+    #[arg(long = "push-jobs", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub push_jobs: u16,
 }
 
 impl RegistryArgs {
@@ -55,6 +66,12 @@ impl RegistryArgs {
         }
     }
 
+    pub fn timeouts(&self) -> envlayer::net::Timeouts {
+        self.net.timeouts()
+    }
+}
+
+impl NetworkArgs {
     pub fn timeouts(&self) -> envlayer::net::Timeouts {
         envlayer::net::Timeouts::from_secs(self.network_timeout)
     }
@@ -78,7 +95,7 @@ impl ClockArgs {
 }
 
 #[derive(Args)]
-pub struct BuildFlags {
+pub struct SolveFlags {
     /// The environment file: conda's environment.yaml (which may end in a `pip:` list), or with --python
     /// a pip requirements.txt.
     pub env_file: PathBuf,
@@ -107,9 +124,6 @@ pub struct BuildFlags {
     /// The uv program that resolves pip requirements.
     #[arg(long, env = "ENVLAYER_UV", default_value = "uv")]
     pub uv: PathBuf,
-    /// The environment's path in the image [default: /opt/conda/envs/<name>].
-    #[arg(long)]
-    pub prefix: Option<String>,
     /// The conda platform of the image.
     #[arg(long, default_value = "linux-64")]
     pub platform: String,
@@ -117,13 +131,26 @@ pub struct BuildFlags {
     /// Defaults: __unix, __linux=5.10, __glibc=2.28, __archspec=1=<arch>. E.g. --virtual-package __cuda=12.4
     #[arg(long = "virtual-package", value_name = "SPEC")]
     pub virtual_packages: Vec<String>,
-    /// The base image: an OCI layout (DIR, DIR:TAG or oci:DIR[:TAG]) or a registry image
-    /// (registry.example.com/repo:tag or docker://...).
-    #[arg(long, value_name = "IMAGE")]
-    pub base: Option<String>,
     /// Cache of packages, layers and repodata [default: $XDG_CACHE_HOME/envlayer or ~/.cache/envlayer].
     #[arg(long, env = "ENVLAYER_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct BuildFlags {
+    #[command(flatten)]
+    pub solve: SolveFlags,
+    /// The environment's path in the image [default: /opt/conda/envs/<name>].
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The base image: an OCI layout (DIR, DIR:TAG or oci:DIR[:TAG]), a registry image
+    /// (registry.example.com/repo:tag or docker://...), or `scratch` for none (the image then has no libc
+    /// and no shell, only the environment: without --base the build warns).
+    #[arg(long, value_name = "IMAGE")]
+    pub base: Option<String>,
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Codec,
@@ -131,7 +158,7 @@ pub struct BuildFlags {
     #[arg(long)]
     pub compression_level: Option<i32>,
     /// The most layers the image may have, base layers included; packages share layers beyond it.
-    #[arg(long, default_value_t = DEFAULT_MAX_LAYERS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_LAYERS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1000))]
     pub max_layers: usize,
     /// Conda packages whose archive is smaller than SIZE (`512K`, `1M`) share hash-bucketed layers
     /// (see --buckets) instead of one layer each: fewer layers for a pull to apply. 0: one layer each.
@@ -148,9 +175,10 @@ pub struct BuildFlags {
     /// Install exactly what this lock file (rattler_lock format) lists, with no solve.
     #[arg(long)]
     pub lock: Option<PathBuf>,
-    /// How long the image is fresh: 24h, 90m, 7d; `never` for no expiry.
-    #[arg(long, default_value = "24h")]
-    pub ttl: String,
+    /// How long the image is fresh (the `quay.expires-after` label, and what `prune` deletes): 24h, 90m,
+    /// 7d, or `never`. [default: never for build; 24h for resolve's `<name>-<hash>` tags]
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
     /// A label for the image config (KEY=VALUE); repeatable; over the environment file's.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -168,11 +196,8 @@ pub struct BuildFlags {
     #[arg(long)]
     pub no_pyc: bool,
     /// How many layers to build, and interpreters to compile `.pyc` files, at once [default: number of CPUs].
-    #[arg(long)]
-    pub jobs: Option<usize>,
-    /// No progress bars.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -188,7 +213,7 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// A size in bytes: a number with an optional `K`, `M` or `G` (powers of 1024).
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => t.split_at(i),
@@ -204,22 +229,41 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
     num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("{s:?}: a size is a number with an optional K, M or G (1M, 512K)"))
 }
 
-/// `24h`, `90m`, `30s`, `7d`, `2w`, or `never`.
+/// `24h`, `90m`, `30s`, `7d`, `2w`, or `never`: a unit is required (`1` could mean hours or seconds),
+/// and zero is refused (`never` is how to say no expiry).
 pub fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>> {
-    if s == "never" || s == "0" {
+    if s == "never" {
         return Ok(None);
     }
+    let expected = || format!("--ttl {s:?}: expected a number and a unit (30m, 24h, 7d: s, m, h, d, w), or never");
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("--ttl {s:?}: expected a number and a unit (s, m, h, d, w), or never"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" | "" => n * 3600,
-        "d" => n * 86400,
-        "w" => n * 7 * 86400,
-        _ => return Err(format!("--ttl {s:?}: unknown unit {unit:?} (s, m, h, d, w)").into()),
+    let n: u64 = num.parse().map_err(|_| expected())?;
+    let per: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        "" => return Err(format!("--ttl {s:?} has no unit: say {s}h, {s}d or {s}m").into()),
+        _ => return Err(expected().into()),
     };
-    Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
+    if n == 0 {
+        return Err(format!("--ttl {s:?} would expire the image as it is built: use --ttl never for no expiry").into());
+    }
+    let secs = n.checked_mul(per).filter(|&x| x <= 100 * 365 * 86400).ok_or_else(|| format!("--ttl {s:?} is over 100 years: use --ttl never"))?;
+    Ok(Some(std::time::Duration::from_secs(secs)))
+}
+
+/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` (the distribution spec's rule).
+pub fn check_tag(flag: &str, tag: &str) -> Result<()> {
+    let ok = tag.len() <= 128
+        && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{flag} {:?} is not an OCI tag: 1-128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`", envlayer::net::escape(tag)).into())
+    }
 }
 
 fn key_values(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
@@ -246,6 +290,9 @@ pub fn parse_base(s: &str) -> Result<BaseRef> {
             _ => BaseRef::Layout { layout: as_dir, tag: None },
         }
     };
+    if s == "scratch" {
+        return Ok(BaseRef::Scratch);
+    }
     if let Some(p) = s.strip_prefix("oci:") {
         return Ok(layout(p));
     }
@@ -263,7 +310,7 @@ pub fn parse_base(s: &str) -> Result<BaseRef> {
     Err(format!("--base {s:?} is neither an OCI layout on disk nor a registry image (registry.example.com/repo:tag)").into())
 }
 
-impl BuildFlags {
+impl SolveFlags {
     /// Index options from the environment (PIP_*, then UV_*), then the command line over them, as
     /// requirement lines are read (so errors and `${VAR}` expansion are the same).
     fn pip_index(&self) -> Result<envlayer::pypi::IndexOptions> {
@@ -289,17 +336,37 @@ impl BuildFlags {
         Ok(spec.index)
     }
 
-    /// The library's options; `output` is decided by the command.
-    pub fn options(&self, output: Option<PathBuf>) -> Result<BuildOptions> {
+    /// The library's options for what decides the packages: no output, no image settings.
+    pub fn options(&self, net: &NetworkArgs) -> Result<BuildOptions> {
         let platform = Subdir::from_str(&self.platform).map_err(|e| format!("--platform {}: {e}", self.platform))?;
         let mut opts = BuildOptions::new(&self.env_file, PathBuf::new(), self.cache_dir.clone().unwrap_or_else(default_cache_dir));
-        opts.output = output;
-        opts.prefix = self.prefix.clone();
+        opts.output = None;
         opts.platform = platform;
         opts.virtual_packages = self.virtual_packages.clone();
+        opts.network = net.timeouts();
+        opts.python = self.python.clone();
+        opts.channels = self.channels.clone();
+        opts.name = self.name.clone();
+        opts.pip_index = self.pip_index()?;
+        opts.uv = self.uv.clone();
+        opts.build_sdists = self.build_sdists;
+        opts.netrc = std::env::var_os("NETRC")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netrc")))
+            .filter(|p| p.is_file());
+        Ok(opts)
+    }
+}
+
+impl BuildFlags {
+    /// The library's options; `output` is decided by the command, and so is the TTL when `--ttl` is not
+    /// given (`resolve`'s environment tags expire, a build's tag does not).
+    pub fn options(&self, output: Option<PathBuf>, default_ttl: Option<std::time::Duration>) -> Result<BuildOptions> {
+        let mut opts = self.solve.options(&self.registry.net)?;
+        opts.output = output;
+        opts.prefix = self.prefix.clone();
         opts.base = self.base.as_deref().map(parse_base).transpose()?;
         opts.registry = self.registry.settings();
-        opts.network = self.registry.timeouts();
         opts.compression = match (self.compression, self.compression_level) {
             (Codec::Gzip, None) => Compression::GZIP_DEFAULT,
             (Codec::Gzip, Some(l)) if (0..=9).contains(&l) => Compression::Gzip(l as u32),
@@ -312,9 +379,12 @@ impl BuildFlags {
         opts.buckets = (self.bucket_below > 0).then_some(envlayer::build::Buckets { below: self.bucket_below, count: usize::from(self.buckets) });
         opts.lock = self.lock.clone();
         if let Some(jobs) = self.jobs {
-            opts.jobs = jobs.max(1);
+            opts.jobs = usize::from(jobs);
         }
-        opts.ttl = parse_ttl(&self.ttl)?;
+        opts.ttl = match &self.ttl {
+            Some(t) => parse_ttl(t)?,
+            None => default_ttl,
+        };
         opts.labels = key_values(&self.labels, "label")?;
         opts.annotations = key_values(&self.annotations, "annotation")?;
         opts.install = self.runtime_install.then_some(InstallMode::Runtime);
@@ -325,16 +395,6 @@ impl BuildFlags {
             LinkScripts::Ignore => envlayer::link_scripts::LinkScriptPolicy::Ignore,
         };
         opts.pyc = !self.no_pyc;
-        opts.python = self.python.clone();
-        opts.channels = self.channels.clone();
-        opts.name = self.name.clone();
-        opts.pip_index = self.pip_index()?;
-        opts.uv = self.uv.clone();
-        opts.build_sdists = self.build_sdists;
-        opts.netrc = std::env::var_os("NETRC")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netrc")))
-            .filter(|p| p.is_file());
         opts.now = self.clock.now()?;
         opts.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(s) if !s.is_empty() => Some(s.parse().map_err(|_| format!("SOURCE_DATE_EPOCH={s:?} is not a number"))?),
@@ -356,5 +416,23 @@ mod tests {
         assert!(super::parse_size("M").is_err());
         assert!(super::parse_size("1IB").is_err() && super::parse_size("1MBB").is_err());
         assert!(super::parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn ttls_need_a_unit_and_tags_follow_the_oci_rule() {
+        assert_eq!(super::parse_ttl("24h").unwrap(), Some(std::time::Duration::from_secs(86400)));
+        assert_eq!(super::parse_ttl("90m").unwrap(), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(super::parse_ttl("never").unwrap(), None);
+        assert!(super::parse_ttl("1").unwrap_err().to_string().contains("no unit"));
+        assert!(super::parse_ttl("0").unwrap_err().to_string().contains("no unit"));
+        assert!(super::parse_ttl("0h").unwrap_err().to_string().contains("never"));
+        assert!(super::parse_ttl("5y").is_err() && super::parse_ttl("h").is_err() && super::parse_ttl("").is_err());
+        assert!(super::parse_ttl("99999999999w").is_err());
+        for ok in ["latest", "v1.2.3", "_x", "A-b_c.d"] {
+            assert!(super::check_tag("--tag", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a/b", "a:b", "a b", &"x".repeat(129)] {
+            assert!(super::check_tag("--tag", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `envlayer build`: an environment file into an OCI layout and/or a registry.
 
-use super::args::BuildFlags;
+use super::args::{check_tag, BuildFlags, PushJobs};
 use super::progress::Bars;
 use super::Result;
 use clap::Args;
@@ -23,18 +23,22 @@ pub struct BuildArgs {
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    push_jobs: PushJobs,
 }
 
 pub async fn build(args: BuildArgs) -> Result<()> {
+    check_tag("--tag", &args.tag)?;
     let push_ref: Option<Reference> = args.push.as_deref().map(str::parse).transpose()?;
     let output = match (args.output, &push_ref) {
         (Some(o), _) => Some(o),
         (None, Some(_)) => None,
-        (None, None) => Some(PathBuf::from(format!("{}.oci", envlayer::build::inputs::read_spec(&args.flags.options(None)?)?.name))),
+        (None, None) => Some(PathBuf::from(format!("{}.oci", envlayer::build::inputs::read_spec(&args.flags.options(None, None)?)?.name))),
     };
-    let mut opts = args.flags.options(output)?;
+    // A build's tag is the user's: it gets no expiry unless --ttl says so (resolve's tags do).
+    let mut opts = args.flags.options(output, None)?;
     opts.tag = args.tag;
-    let reporter = Bars::new(args.flags.quiet);
+    let reporter = Bars::new(args.flags.solve.quiet);
     let built = envlayer::build(&opts, &reporter).await;
     reporter.clear();
     let built = built?;
@@ -43,7 +47,7 @@ pub async fn build(args: BuildArgs) -> Result<()> {
         Some(target) => {
             let registry = envlayer::registry::connect(target, &opts.registry.auth, &opts.registry.client).await?;
             let mut locations = envlayer::push::BlobLocations::load(&opts.cache_dir, &target.registry);
-            Some(envlayer::push::push_image(&registry, target, &built.image, args.flags.registry.push_jobs, &mut locations).await?)
+            Some(envlayer::push::push_image(&registry, target, &built.image, usize::from(args.push_jobs.push_jobs), &mut locations).await?)
         }
         None => None,
     };
@@ -65,6 +69,15 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     );
     for group in &summary.shared_layers {
         eprintln!("  shared layer: {}", group.join(", "));
+    }
+    if !summary.runtime_packages.is_empty() {
+        eprintln!(
+            "  installs at container start: {} (the image's entrypoint is envlayer's installer, which then runs the command)",
+            summary.runtime_packages.join(", ")
+        );
+    }
+    if let Some(lock) = &summary.lock {
+        eprintln!("  lock: {} (build from it with --lock)", lock.display());
     }
     match pushed {
         Some(p) => {

@@ -3,6 +3,8 @@
 
 mod args;
 mod build;
+mod cache;
+mod lock;
 mod push;
 mod repo;
 mod resolve;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Build environment.yaml into an OCI image layout directory and/or push it to a registry.
     Build(build::BuildArgs),
+    /// Solve an environment and write its lock (for `build --lock`), building nothing.
+    Lock(lock::LockArgs),
     /// Push an image from an OCI layout to a registry; prints repo@sha256:...
     Push(push::PushArgs),
     /// Print a fresh image of the environment (repo@sha256:...), building and pushing one if needed.
@@ -44,6 +48,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Show or clean the cache of packages and layers.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// Print a shell completion script: `envlayer completions bash > /etc/bash_completion.d/envlayer`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Write the small example channel that examples/environment.yaml uses.
     ExampleChannel {
         /// Where to write the channel.
@@ -56,6 +68,8 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ENVLAYER_LOG").unwrap_or_else(|_| "envlayer=warn".into()))
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: never escape codes in a pipe or a CI log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Nothing envlayer writes (cache entries above all) may be writable by group or others, whatever
     // the umask the process inherited.
@@ -101,6 +115,12 @@ async fn interrupted() -> &'static str {
 async fn run(command: Command) -> ExitCode {
     let result = match command {
         Command::Build(args) => build::build(args).await,
+        Command::Lock(args) => lock::lock(args).await,
+        Command::Cache(c) => cache::cache(c),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "envlayer", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Push(args) => push::push(args).await,
         Command::Resolve(args) => match resolve::resolve(args).await {
             Ok(code) => return code,

@@ -19,13 +19,12 @@ impl Reporter for Lines {
 pub struct Bars {
     multi: MultiProgress,
     bars: Mutex<Vec<(Stage, ProgressBar)>>,
-    quiet: bool,
 }
 
 impl Bars {
     pub fn new(quiet: bool) -> Self {
         let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-        Self { multi: MultiProgress::with_draw_target(target), bars: Mutex::new(Vec::new()), quiet }
+        Self { multi: MultiProgress::with_draw_target(target), bars: Mutex::new(Vec::new()) }
     }
 
     fn bar(&self, stage: Stage) -> Option<ProgressBar> {
@@ -74,11 +73,12 @@ impl Reporter for Bars {
             b.finish_with_message("done");
         }
     }
+    // Warnings and messages always reach stderr, terminal or not, `-q` or not: only the bars depend on
+    // a terminal (indicatif hides them without one, and `multi.println` would then drop the line).
     fn warn(&self, message: &str) {
-        if !self.quiet {
-            let _ = self.multi.println(format!("warning: {message}"));
-        } else {
-            eprintln!("warning: {message}");
-        }
+        self.multi.suspend(|| eprintln!("warning: {message}"));
+    }
+    fn info(&self, message: &str) {
+        self.multi.suspend(|| eprintln!("{message}"));
     }
 }

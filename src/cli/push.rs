@@ -1,6 +1,6 @@
 //! `envlayer push`: an image from an OCI layout to a registry.
 
-use super::args::{default_cache_dir, parse_base, RegistryArgs};
+use super::args::{default_cache_dir, parse_base, PushJobs, RegistryArgs};
 use super::Result;
 use clap::Args;
 use envlayer::build::BaseRef;
@@ -22,17 +22,19 @@ pub struct PushArgs {
     cache_dir: Option<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    push_jobs: PushJobs,
 }
 
 pub async fn push(args: PushArgs) -> Result<()> {
     let target: Reference = args.reference.parse()?;
     let (dir, tag) = match parse_base(&args.layout)? {
         BaseRef::Layout { layout, tag } => (layout, tag),
-        BaseRef::Registry(_) => return Err(format!("{} is not an OCI layout on disk", args.layout).into()),
+        _ => return Err(format!("{} is not an OCI layout on disk", args.layout).into()),
     };
     let settings = args.registry.settings();
     let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
-    let report = lifecycle::push_layout(&dir, tag.as_deref(), &target, &settings, &cache, args.registry.push_jobs).await?;
+    let report = lifecycle::push_layout(&dir, tag.as_deref(), &target, &settings, &cache, usize::from(args.push_jobs.push_jobs)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -47,25 +47,59 @@ fn human_in(secs: Option<i64>) -> String {
     }
 }
 
+/// A registry's creation time to the second, in UTC (`2026-11-26T03:25:37Z`); as given when it does not parse.
+fn short_time(t: Option<&str>) -> String {
+    match t.map(|t| (t, t.parse::<jiff::Timestamp>())) {
+        Some((_, Ok(ts))) => ts.round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_else(|_| ts.to_string()),
+        Some((raw, Err(_))) => envlayer::net::escape(raw),
+        None => "-".into(),
+    }
+}
+
+/// `sha256:` and the first 12 hex digits, as `docker images` shows them.
+fn short_digest(d: &str) -> String {
+    d.get(..19).unwrap_or(d).to_string()
+}
+
+/// Rows in columns as wide as their widest cell; the last column is left as it is.
+fn print_table(rows: &[Vec<String>], right: &[usize]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| if right.contains(&c) { format!("{v:>w$}", w = widths[c]) } else if c + 1 == cols { v.clone() } else { format!("{v:<w$}", w = widths[c]) })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+fn status(i: &EnvImage) -> String {
+    serde_json::to_value(i.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
 fn table(images: &[EnvImage]) {
-    println!("{:<24} {:<24} {:<16} {:<25} {:>10} {:>8} {:>9}", "NAME", "HASH", "STATUS", "CREATED", "EXPIRES IN", "PACKAGES", "SIZE");
+    // Everything here came from a registry: shown with control characters escaped.
+    let esc = envlayer::net::escape;
+    let mut rows = vec![["TAG", "DIGEST", "STATUS", "CREATED", "EXPIRES IN", "PACKAGES", "SIZE", "OTHER TAGS"].map(String::from).to_vec()];
     for i in images {
-        let status = serde_json::to_value(i.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        // Everything here came from a registry: shown with control characters escaped.
-        let esc = envlayer::net::escape;
-        println!(
-            "{:<24} {:<24} {:<16} {:<25} {:>10} {:>8} {:>9}",
-            esc(&i.name),
-            esc(&i.hash.chars().take(24).collect::<String>()),
-            status,
-            esc(i.created.as_deref().unwrap_or("-")),
+        // Tags a user named (build tags `<tag>-<time>` are envlayer's, and left out here; --json has all).
+        let named: Vec<String> = i.tags.iter().filter(|t| *t != &i.tag && !lifecycle::is_env_tag(t, i)).map(|t| esc(t)).collect();
+        rows.push(vec![
+            esc(&i.tag),
+            short_digest(&i.digest),
+            status(i),
+            short_time(i.created.as_deref()),
             human_in(i.expires_in_seconds),
-            i.packages,
-            human_size(i.size)
-        );
-        if !i.runtime_packages.is_empty() {
-            println!("{:<24} installs at start: {}", "", esc(&i.runtime_packages.join(", ")));
-        }
+            i.packages.to_string(),
+            human_size(i.size),
+            named.join(","),
+        ]);
+    }
+    print_table(&rows, &[4, 5, 6]);
+    for i in images.iter().filter(|i| !i.runtime_packages.is_empty()) {
+        println!("{} installs at start: {}", esc(&i.tag), esc(&i.runtime_packages.join(", ")));
     }
 }
 
@@ -90,11 +124,15 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
     if args.repo.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": args.dry_run, "deleted": gone}))?);
     } else {
+        // One line per tag the delete removes (deleting a manifest removes all its tags), with the manifest.
+        let verb = if args.dry_run { "would delete" } else { "deleted" };
         for i in &gone {
-            println!("{} {}:{} {}", if args.dry_run { "would delete" } else { "deleted" }, repo, envlayer::net::escape(&i.tag), i.digest);
+            for t in &i.tags {
+                println!("{verb} {repo}:{} {} (created {})", envlayer::net::escape(t), i.digest, short_time(i.created.as_deref()));
+            }
         }
         if gone.is_empty() {
-            eprintln!("nothing expired in {repo}");
+            eprintln!("nothing to prune in {repo}: no expired environment image without a tag a user named");
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `envlayer resolve`: a fresh image of an environment, built and pushed if needed.
 
-use super::args::BuildFlags;
+use super::args::{BuildFlags, PushJobs};
 use super::progress::Bars;
 use super::Result;
 use clap::{Args, ValueEnum};
@@ -34,16 +34,25 @@ pub struct ResolveArgs {
     /// What to print.
     #[arg(long, value_enum, default_value = "ref")]
     format: Format,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+    #[command(flatten)]
+    push_jobs: PushJobs,
 }
+
+/// The TTL of `resolve`'s `<name>-<hash>` tags when --ttl is not given.
+const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 pub async fn resolve(args: ResolveArgs) -> Result<ExitCode> {
     let repo: Reference = args.repo.parse()?;
     if repo.tag.is_some() || repo.digest.is_some() {
         return Err(format!("--repo {}: name a repository, without a tag (envlayer tags images <name>-<hash>)", args.repo).into());
     }
-    let opts = args.flags.options(None)?;
-    let reporter = Bars::new(args.flags.quiet || !matches!(args.format, Format::Ref));
-    let resolved = lifecycle::resolve(&opts, &repo, args.refresh, args.no_build, args.flags.registry.push_jobs, &reporter).await;
+    let format = if args.json { Format::Json } else { args.format };
+    let opts = args.flags.options(None, Some(DEFAULT_TTL))?;
+    let reporter = Bars::new(args.flags.solve.quiet || !matches!(format, Format::Ref));
+    let resolved = lifecycle::resolve(&opts, &repo, args.refresh, args.no_build, usize::from(args.push_jobs.push_jobs), &reporter).await;
     reporter.clear();
     let resolved = match resolved {
         // A miss under --no-build is an answer, not a failure: its own exit code.
@@ -53,7 +62,7 @@ pub async fn resolve(args: ResolveArgs) -> Result<ExitCode> {
         }
         other => other?,
     };
-    match args.format {
+    match format {
         Format::Ref => println!("{}", resolved.reference),
         Format::Json => println!("{}", serde_json::to_string_pretty(&resolved)?),
         Format::K8s => print!("{}", envlayer::lifecycle::k8s_container(&resolved)?),

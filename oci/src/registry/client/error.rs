@@ -27,6 +27,22 @@ pub enum RegistryError {
         /// What the registry or token server said.
         reason: String,
     },
+    /// Nothing listens at the registry's address.
+    #[error("{registry}: {what}: connection refused: is a registry running at {registry} (host and port right)?")]
+    ConnectionRefused {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+    },
+    /// The registry answered HTTPS with something else (plain HTTP).
+    #[error("{registry}: {what}: the registry does not speak HTTPS (\"received corrupt message\"): if it serves plain HTTP on purpose, pass --insecure-registry {registry}")]
+    NotHttps {
+        /// The registry.
+        registry: String,
+        /// The operation.
+        what: String,
+    },
     /// The network failed, after every retry.
     #[error("{registry}: {what}: {attempts} attempts failed")]
     Transport {

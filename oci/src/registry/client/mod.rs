@@ -263,6 +263,14 @@ impl Registry {
                     None
                 }
                 Some(Err(e)) => {
+                    // Nothing listens there: retrying for seconds would only delay the answer.
+                    if chain_has(&e, |s| s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)) {
+                        return Err(RegistryError::ConnectionRefused { registry: self.host.clone(), what: what.into() });
+                    }
+                    // A TLS handshake answered by something that is not TLS: a plain-HTTP registry.
+                    if self.base.scheme() == "https" && chain_has(&e, |s| s.to_string().to_lowercase().contains("corrupt message")) {
+                        return Err(RegistryError::NotHttps { registry: self.host.clone(), what: what.into() });
+                    }
                     let retryable = (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) && !is_certificate_error(&e) && !e.is_redirect();
                     if attempt >= self.options.max_attempts || !retryable {
                         if e.is_timeout() {
@@ -341,6 +349,18 @@ impl Registry {
 /// `scheme://host[:port]` of a URL, for messages.
 fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
+}
+
+/// Whether any error in `e`'s chain satisfies `test`.
+fn chain_has(e: &reqwest::Error, test: impl Fn(&(dyn std::error::Error + 'static)) -> bool) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if test(s) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whether a request failed on the server's certificate: retrying cannot help.
