@@ -35,6 +35,17 @@ pub struct PackageFacts {
     pub paths: Vec<String>,
 }
 
+/// The length of the shortest prefix placeholder in the package's binary files (a prefix must fit in it).
+fn binary_placeholder_len(extracted: &Path) -> Option<usize> {
+    let paths = rattler_conda_types::package::PathsJson::from_package_directory_with_deprecated_fallback(extracted).ok()?;
+    paths
+        .paths
+        .iter()
+        .filter(|p| p.prefix_placeholder.as_ref().is_some_and(|pp| pp.file_mode == rattler_conda_types::package::FileMode::Binary))
+        .filter_map(|p| p.prefix_placeholder.as_ref().map(|pp| pp.placeholder.len()))
+        .min()
+}
+
 /// Why a package could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -48,6 +59,18 @@ pub enum InstallError {
         /// The cause.
         #[source]
         source: rattler::install::InstallError,
+    },
+    /// The prefix is longer than the placeholder compiled into the package's binary files.
+    #[error("{package} cannot be installed at --prefix {prefix}: the prefix is {prefix_len} bytes, and its binary files hold a {placeholder_len}-byte placeholder to rewrite. Choose a --prefix of at most {placeholder_len} bytes")]
+    PrefixTooLong {
+        /// The package.
+        package: String,
+        /// The target prefix.
+        prefix: String,
+        /// Its length in bytes.
+        prefix_len: usize,
+        /// The shortest binary placeholder of the package.
+        placeholder_len: usize,
     },
     /// The package names a path that would leave its stage, or read a file outside the package.
     #[error("{package}: refusing unsafe path {path:?}: {reason}")]
@@ -106,10 +129,11 @@ pub async fn install_package(
         allow_symbolic_links: Some(true),
         ..InstallOptions::default()
     };
-    let mut paths = link_package(extracted, &prefix, &driver, options).await.map_err(|source| InstallError::Link {
-        package: package.clone(),
-        prefix: target.prefix.clone(),
-        source,
+    let mut paths = link_package(extracted, &prefix, &driver, options).await.map_err(|source| {
+        match binary_placeholder_len(extracted).filter(|&m| m < target.prefix.len()) {
+            Some(placeholder_len) => InstallError::PrefixTooLong { package: package.clone(), prefix: target.prefix.clone(), prefix_len: target.prefix.len(), placeholder_len },
+            None => InstallError::Link { package: package.clone(), prefix: target.prefix.clone(), source },
+        }
     })?;
     // Sorted, as rattler's Installer writes them, so conda-meta matches a plain install.
     paths.sort_by(|a, b| a.relative_path.cmp(&b.relative_path));

@@ -51,6 +51,24 @@ pub enum RuntimeError {
         /// What it printed.
         output: String,
     },
+    /// The prefix cannot be written by this user (or the file system is read-only).
+    #[error("cannot install environment {name} at the container's start: {prefix} is not writable here ({why}). Run the container as a user who can write {prefix} (or as root), mount a writable volume at {prefix} and fill it with `envlayer runtime --install-only` in an init container, or build the image with the packages baked in (without --runtime-install / `install: runtime`)")]
+    NotWritable {
+        /// The environment.
+        name: String,
+        /// Its prefix.
+        prefix: String,
+        /// The uid, or that the file system is read-only.
+        why: String,
+    },
+    /// A link script needs bash and the image has none.
+    #[error("the {kind} script of {package} needs bash, and this image has none (looked in PATH and /bin): build on a base image with bash, or build with --link-scripts ignore to bake {package} without running it")]
+    NoBash {
+        /// The package.
+        package: String,
+        /// pre-link or post-link.
+        kind: String,
+    },
     /// Installing the packages failed; nothing was marked as done.
     #[error("installing environment {name} into {prefix} failed")]
     Install {
@@ -85,24 +103,35 @@ pub async fn ensure_installed(runtime_dir: &Path, reporter: &dyn crate::Reporter
         prefix: prefix.display().to_string(),
         source,
     };
+    check_writable(&prefix).map_err(|why| RuntimeError::NotWritable { name: name.clone(), prefix: prefix.display().to_string(), why })?;
     reporter.info(&format!("installing {name} into {} ...", prefix.display()));
     // The image may have no CA certificates (a slim base): then only http channels can work, so say so
-    // instead of failing on the first https request.
+    // (when something is to be downloaded over https) instead of failing on the first request.
+    let downloads = all_records.iter().any(|r| r.url.scheme() == "https");
     let client = match crate::net::client_builder(crate::net::Timeouts::default()).build() {
         Ok(c) => c,
         Err(_) => {
-            reporter.warn("no CA certificates in this image; https channels will fail (install ca-certificates in the base)");
+            if downloads {
+                reporter.warn("no CA certificates in this image; https channels will fail (install ca-certificates in the base)");
+            }
             crate::net::client_builder(crate::net::Timeouts::default())
                 .tls_certs_only(Vec::new())
                 .build()
                 .map_err(|e| fail(Box::new(e)))?
         }
     };
+    // The packages' cache: the image's runtime folder when this user may write it (root, usually), else a
+    // temporary folder (a non-root user who owns the prefix).
+    let cache_dir = if check_writable(runtime_dir).is_ok() {
+        runtime_dir.join("pkgs")
+    } else {
+        std::env::temp_dir().join(format!("envlayer-pkgs-{}", std::process::id()))
+    };
     rattler::install::Installer::new()
         .with_download_client(client)
         .with_target_platform(platform)
         .with_execute_link_scripts(false)
-        .with_package_cache(rattler::package_cache::PackageCache::new(runtime_dir.join("pkgs")))
+        .with_package_cache(rattler::package_cache::PackageCache::new(&cache_dir))
         .install(&prefix, all_records)
         .await
         .map_err(|e| fail(Box::new(e)))?;
@@ -116,9 +145,32 @@ pub async fn ensure_installed(runtime_dir: &Path, reporter: &dyn crate::Reporter
     // The mark goes last: an interrupted install is redone at the next start.
     let mark = prefix.join(DONE_MARK);
     std::fs::write(&mark, b"").map_err(|e| fail(Box::new(e)))?;
-    let _ = std::fs::remove_dir_all(runtime_dir.join("pkgs"));
+    let _ = std::fs::remove_dir_all(&cache_dir);
     reporter.info(&format!("environment {name} ready"));
     Ok(true)
+}
+
+/// Whether this process can create files in `dir` (or, when it does not exist yet, in its nearest
+/// existing parent); the reason when not.
+fn check_writable(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    match rustix::fs::access(at, rustix::fs::Access::WRITE_OK) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::ROFS) => Err("the root file system is read-only".into()),
+        Err(e) => Err(format!("uid {} cannot write {}: {e}", rustix::process::getuid().as_raw(), at.display())),
+    }
+}
+
+/// bash, from PATH or /bin: link scripts are bash scripts.
+fn find_bash() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain([PathBuf::from("/bin"), PathBuf::from("/usr/bin")]).map(|d| d.join("bash")).find(|p| p.is_file())
 }
 
 /// Runs a package's pre-link and post-link scripts in the environment (activated, as conda runs them),
@@ -144,6 +196,9 @@ fn run_link_scripts(prefix: &Path, record: &rattler_conda_types::RepoDataRecord,
         let script = prefix.join("bin").join(format!(".{name}-{kind}.sh"));
         if !script.is_file() {
             continue;
+        }
+        if find_bash().is_none() {
+            return Err(RuntimeError::NoBash { package: name.clone(), kind: kind.into() });
         }
         reporter.info(&format!("running the {kind} script of {name}"));
         let shell = rattler_shell::shell::ShellEnum::Bash(rattler_shell::shell::Bash::default());

@@ -55,7 +55,7 @@ pub enum SolveError {
         source: rattler_repodata_gateway::GatewayError,
     },
     /// No set of packages satisfies the specs.
-    #[error("the environment cannot be solved:\n{0}")]
+    #[error("the environment cannot be solved {0}")]
     Unsolvable(String),
     /// A `--virtual-package` value is malformed.
     #[error("virtual package {0:?}: expected __name=version[=build]")]
@@ -191,11 +191,44 @@ pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
         virtual_packages: input.virtual_packages.clone(),
         ..SolverTask::from_iter(repodata.iter())
     };
-    let solution = resolvo::Solver.solve(task).map_err(|e| match e {
-        rattler_solve::SolveError::Unsolvable(reasons) => SolveError::Unsolvable(reasons.join("\n")),
-        other => SolveError::Unsolvable(other.to_string()),
-    })?;
+    let solved = resolvo::Solver.solve(task);
+    let solution = match solved {
+        Ok(s) => s,
+        Err(e) => {
+            let reasons = match e {
+                rattler_solve::SolveError::Unsolvable(reasons) => reasons.join("\n"),
+                other => other.to_string(),
+            };
+            let unknown = unknown_names(input, &repodata, &gateway).await;
+            return Err(SolveError::Unsolvable(format!("for {} from {names}:\n{unknown}{reasons}", input.platform)));
+        }
+    };
     Ok(Solved { records: install_order(solution.records) })
+}
+
+/// One line per spec whose name no channel has, with the nearest names the channels do have.
+async fn unknown_names(input: &SolveInput, repodata: &[rattler_repodata_gateway::RepoData], gateway: &rattler_repodata_gateway::Gateway) -> String {
+    let known: std::collections::BTreeSet<&str> = repodata.iter().flat_map(|r| r.iter().map(|rec| rec.package_record.name.as_normalized())).collect();
+    let missing: Vec<&str> = input.specs.iter().filter_map(|s| s.name.as_exact().map(|n| n.as_normalized())).filter(|n| !known.contains(n)).collect();
+    if missing.is_empty() {
+        return String::new();
+    }
+    let all = gateway.names(input.channels.clone(), [input.platform, Subdir::NoArch]).execute().await.map(|o| o.names).unwrap_or_default();
+    let mut out = String::new();
+    for name in missing {
+        let mut near: Vec<(f64, &str)> = all
+            .iter()
+            .map(|n| (strsim::jaro_winkler(name, n.as_normalized()), n.as_normalized()))
+            .filter(|(score, _)| *score >= 0.85)
+            .collect();
+        near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        let hint = match near.iter().take(3).map(|(_, n)| *n).collect::<Vec<_>>() {
+            v if v.is_empty() => String::new(),
+            v => format!(" (did you mean {}?)", v.join(", ")),
+        };
+        out.push_str(&format!("no package named {} in these channels{hint}\n", crate::net::escape(name)));
+    }
+    out
 }
 
 /// Whether `name` is a safe package archive file name: `<name>-<version>-<build>.conda` or `.tar.bz2`

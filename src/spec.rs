@@ -158,6 +158,7 @@ impl EnvSpec {
             return Err(invalid(format!("the text is {} bytes; environment files are at most {MAX_ENV_FILE_BYTES} bytes", text.len())));
         }
         check_flow_nesting(text).map_err(|(line, what)| SpecError::Syntax { path: path.to_path_buf(), line, column: 0, message: what })?;
+        check_list_indentation(text).map_err(|(line, column, message)| SpecError::Syntax { path: path.to_path_buf(), line, column, message })?;
         // Parse as plain YAML first so syntax errors carry a location even when the document is not a map.
         let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| syntax(path, &e))?;
         if !doc.is_mapping() {
@@ -222,6 +223,39 @@ impl EnvSpec {
     }
 }
 
+/// Refuses a list item indented deeper than the plain item above it: YAML reads it as a continuation of
+/// that item (`- python=3.11` then `   - flask` is the one entry `python=3.11 - flask`), which would
+/// otherwise surface as a puzzling solve error. Returns the line and column of the deeper item.
+fn check_list_indentation(text: &str) -> Result<(), (usize, usize, String)> {
+    let mut prev: Option<(usize, &str)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - content.len();
+        let item = content.strip_prefix("- ").or_else(|| (content == "-").then_some(""));
+        if let (Some(_), Some((prev_indent, prev_item))) = (item, prev) {
+            let plain = !prev_item.is_empty()
+                && !prev_item.contains(": ")
+                && !prev_item.ends_with(':')
+                && !prev_item.starts_with(['"', '\'', '[', '{', '|', '>', '&', '*', '!']);
+            if indent > prev_indent && plain {
+                return Err((
+                    i + 1,
+                    indent + 1,
+                    format!(
+                        "this list item is indented deeper than the one above it, so YAML reads the two as one entry ({:?}): start every `-` of the list in the same column",
+                        format!("{prev_item} - {}", item.unwrap_or_default())
+                    ),
+                ));
+            }
+        }
+        prev = item.map(|it| (indent, it.trim_end()));
+    }
+    Ok(())
+}
+
 /// The deepest `[`/`{` nesting envlayer parses. The YAML parser takes time quadratic in flow nesting
 /// (100,000 levels: over 30 s), so deeper documents are refused before it sees them.
 const MAX_FLOW_DEPTH: usize = 64;
@@ -267,6 +301,9 @@ fn syntax(path: &Path, e: &serde_yaml::Error) -> SpecError {
     let mut message = e.to_string();
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
+    }
+    if message.contains("did not find expected") || message.contains("mapping values are not allowed") {
+        message.push_str(" (check this line's indentation against the lines above: YAML nests by indentation, and a list's `-` all start in one column)");
     }
     SpecError::Syntax { path: path.to_path_buf(), line, column, message }
 }

@@ -49,13 +49,13 @@ pub async fn build(
     // exactly what it was built from: `conda-meta/envlayer.lock`).
     let history = if install_mode == InstallMode::Baked { env_history(created, &inputs.spec, records) } else { String::new() };
     let lock_text = lock_of(records.to_vec(), wheels, opts, inputs, cache)?;
-    // What the runtime installer gets: for the whole-environment opt-out, the lock as it is (packages come
-    // from their channels); for packages with link scripts, their URLs point into the archives layer.
+    // What the runtime installer gets: the lock, with the URLs of the packages whose archives ship in the
+    // image (link scripts; local channels) pointing into the archives layer; others come from their channels.
     let runtime = &plan.runtime_packages;
     let runtime_names: Vec<String> = runtime.iter().map(|&i| records[i].package_record.name.as_normalized().to_string()).collect();
-    let runtime_lock_text = if install_mode == InstallMode::Baked && !runtime.is_empty() {
+    let runtime_lock_text = if !plan.shipped.is_empty() {
         let mut rt_records = records.to_vec();
-        for &i in runtime {
+        for &i in &plan.shipped {
             let file = rt_records[i].identifier.to_file_name();
             rt_records[i].url = url::Url::parse(&format!("file://{}/pkgs/{file}", crate::runtime_install::RUNTIME_DIR))
                 .map_err(|source| BuildError::RuntimeUrl { package: file.clone(), source })?;
@@ -103,7 +103,7 @@ pub async fn build(
     };
     // The archives of the packages installed at runtime, in a layer of their own.
     let archives = if plan.needs_runtime_layer {
-        let hashes: Vec<String> = runtime.iter().filter_map(|&i| crate::fetch::package_hash(&records[i])).collect();
+        let hashes: Vec<String> = plan.shipped.iter().filter_map(|&i| crate::fetch::package_hash(&records[i])).collect();
         let key = Digest::of(format!("archives:{}:{}:{mtime}", hashes.join(","), opts.compression.id()).as_bytes()).hex();
         Some(match cache.get(&key) {
             Some(c) => (c, true),
@@ -111,7 +111,7 @@ pub async fn build(
                 let tmp = tempfile::Builder::new().prefix("archives-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
                 let pkgs = tmp.path().join("root").join("pkgs");
                 std::fs::create_dir_all(&pkgs).map_err(io_err(&pkgs))?;
-                for &i in runtime {
+                for &i in &plan.shipped {
                     let fetched = store.fetch(&records[i]).await?;
                     let dest = pkgs.join(records[i].identifier.to_file_name());
                     if std::fs::hard_link(&fetched.archive, &dest).is_err() {
@@ -120,7 +120,8 @@ pub async fn build(
                 }
                 let sources = vec![Source::new(tmp.path().join("root"), crate::runtime_install::RUNTIME_DIR.trim_start_matches('/').to_string())];
                 packed += 1;
-                (pack_into_cache(cache, &key, sources, mtime, opts.compression, runtime_names.clone()).await?, false)
+                let names = plan.shipped.iter().map(|&i| records[i].package_record.name.as_normalized().to_string()).collect();
+                (pack_into_cache(cache, &key, sources, mtime, opts.compression, names).await?, false)
             }
         })
     } else {

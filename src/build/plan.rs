@@ -36,6 +36,8 @@ pub struct Plan {
     pub groups: Vec<Vec<usize>>,
     /// Whether the archives of runtime packages get a layer of their own.
     pub needs_runtime_layer: bool,
+    /// The runtime packages whose archives ship in the image (see [`plan`]).
+    pub shipped: Vec<usize>,
     /// Warnings so far.
     pub warnings: Vec<String>,
 }
@@ -122,7 +124,21 @@ pub fn plan(
     baked.extend(records.len()..records.len() + wheels.len());
 
     // One layer per baked package unless the budget forces sharing; a runtime layer if needed.
-    let needs_runtime_layer = !runtime_packages.is_empty() && inputs.install_mode == InstallMode::Baked;
+    // Runtime packages whose archives ship in the image: all of them for link scripts; under the
+    // whole-environment opt-out, those from a local channel (a path on this machine the container cannot
+    // reach), whose URLs the image's lock then points at the shipped archives.
+    let shipped: Vec<usize> = runtime_packages
+        .iter()
+        .copied()
+        .filter(|&i| inputs.install_mode == InstallMode::Baked || records[i].url.scheme() == "file")
+        .collect();
+    if inputs.install_mode == InstallMode::Runtime && !shipped.is_empty() {
+        warnings.push(format!(
+            "{} of the packages installed at the container's start come from a local channel, which the container cannot reach: their archives ship in the image",
+            shipped.len()
+        ));
+    }
+    let needs_runtime_layer = !shipped.is_empty();
     // Conda packages and wheels never share a layer; the budget is split between them by their numbers.
     let (conda, pip) = baked.split_at(conda_baked);
     let kinds = usize::from(!conda.is_empty()) + usize::from(!pip.is_empty());
@@ -159,7 +175,7 @@ pub fn plan(
     let conda_plan = opts.buckets.and_then(|b| envlayer_layers::plan_buckets(&bucket_items, b.below, b.count, conda_budget)).unwrap_or_else(|| plan_layers(&conda_items, conda_budget));
     let mut groups: Vec<Vec<usize>> = conda_plan.into_iter().map(|g| g.into_iter().map(|j| conda[j]).collect()).collect();
     groups.extend(plan_layers(&pip_items, pip_budget).into_iter().map(|g| g.into_iter().map(|j| pip[j]).collect::<Vec<_>>()));
-    Ok(Plan { baked, runtime_packages, link_scripts, messages, pyc_python, pyc_reason, params, keys, groups, needs_runtime_layer, warnings })
+    Ok(Plan { baked, runtime_packages, shipped, link_scripts, messages, pyc_python, pyc_reason, params, keys, groups, needs_runtime_layer, warnings })
 }
 
 /// Which packages span several layers, and how many: a conda package alone in its layer whose archive is

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// The OCI layout (DIR or DIR:TAG).
+    /// The OCI layout (DIR or DIR:TAG), as `envlayer build -o DIR` wrote it.
+    #[arg(value_name = "LAYOUT")]
     layout: String,
     /// Where to push: registry/repo[:tag].
     reference: String,
@@ -28,9 +29,10 @@ pub struct PushArgs {
 
 pub async fn push(args: PushArgs) -> Result<()> {
     let target: Reference = args.reference.parse()?;
-    let (dir, tag) = match parse_base(&args.layout)? {
-        BaseRef::Layout { layout, tag } => (layout, tag),
-        _ => return Err(format!("{} is not an OCI layout on disk", args.layout).into()),
+    let not_layout = || format!("LAYOUT {:?}: no OCI layout there; push's first argument is the folder `envlayer build -o DIR` wrote (DIR or DIR:TAG)", args.layout);
+    let (dir, tag) = match parse_base(&args.layout).map_err(|_| not_layout())? {
+        BaseRef::Layout { layout, tag } if layout.join("index.json").is_file() => (layout, tag),
+        _ => return Err(not_layout().into()),
     };
     let settings = args.registry.settings();
     let cache = args.cache_dir.unwrap_or_else(default_cache_dir);

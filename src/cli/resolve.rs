@@ -67,6 +67,12 @@ pub async fn resolve(args: ResolveArgs) -> Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&resolved)?),
         Format::K8s => print!("{}", envlayer::lifecycle::k8s_container(&resolved)?),
     }
+    if !resolved.image.runtime_packages.is_empty() && matches!(format, Format::K8s) {
+        eprintln!(
+            "note: this image installs {} when the container starts, through its entrypoint: a `command:` in the pod replaces the entrypoint and skips that install. Give the program in `args:`, or start `command:` with /opt/envlayer/bin/envlayer runtime --",
+            resolved.image.runtime_packages.join(", ")
+        );
+    }
     if !resolved.hit {
         eprintln!("built and pushed {} ({})", resolved.image.tag, resolved.reference);
     }
