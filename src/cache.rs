@@ -192,7 +192,8 @@ impl LayerCache {
         let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir()?).map_err(io)?;
         std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
         tmp.persist(&path).map_err(|e| io(e.error))?;
-        Ok(path)
+        // Absolute, to be found from anywhere.
+        Ok(std::path::absolute(&path).unwrap_or(path))
     }
 
     fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<(), CacheError> {

@@ -83,10 +83,10 @@ fn dep_name(dep: &str) -> &str {
     first.split(['=', '<', '>', '!', '~', '[']).next().unwrap_or(first)
 }
 
-/// Checks a lock given with `--lock` against the environment file: same channels, every spec matched by
-/// a locked package, no locked package that nothing asks for, and every pip requirement locked (or
-/// provided by a conda package). The platform is checked when the lock is read.
-pub fn check(lock: &Path, inputs: &Inputs, records: &[RepoDataRecord], wheels: &[crate::pypi::Dist], infos: &[LinkInfo]) -> Result<(), BuildError> {
+/// Checks the conda part of a lock given with `--lock` against the environment file: the same channels,
+/// every spec matched by a locked package, and no locked package that nothing asks for. (The platform is
+/// checked when the lock is read; the pip part by [`check_pip`].)
+pub fn check_conda(lock: &Path, inputs: &Inputs, records: &[RepoDataRecord]) -> Result<(), BuildError> {
     let env = inputs.spec.source.display().to_string();
     let mut differences = Vec::new();
 
@@ -125,6 +125,21 @@ pub fn check(lock: &Path, inputs: &Inputs, records: &[RepoDataRecord], wheels: &
     if !extra.is_empty() {
         differences.push(format!("the lock has packages {env} does not need: {}", extra.join(", ")));
     }
+    mismatch(lock, inputs, differences)
+}
+
+fn mismatch(lock: &Path, inputs: &Inputs, differences: Vec<String>) -> Result<(), BuildError> {
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(BuildError::LockMismatch { lock: lock.to_path_buf(), env_file: inputs.spec.source.clone(), differences })
+}
+
+/// Checks the pip part of a lock: every pip requirement locked (or provided by a conda package), and no
+/// locked wheel when the environment has no pip list.
+pub fn check_pip(lock: &Path, inputs: &Inputs, wheels: &[crate::pypi::Dist], infos: &[LinkInfo]) -> Result<(), BuildError> {
+    let env = inputs.spec.source.display().to_string();
+    let mut differences = Vec::new();
 
     let requirements = inputs.spec.pip.as_ref().map_or(&[][..], |p| &p.requirements[..]);
     let provided: BTreeSet<&str> = infos.iter().flat_map(|i| i.python_dists.iter().map(|(n, _)| n.as_str())).collect();
@@ -138,8 +153,5 @@ pub fn check(lock: &Path, inputs: &Inputs, records: &[RepoDataRecord], wheels: &
         differences.push(format!("the lock has pip packages but {env} has no pip list: {}", names.join(", ")));
     }
 
-    if differences.is_empty() {
-        return Ok(());
-    }
-    Err(BuildError::LockMismatch { lock: lock.to_path_buf(), env_file: inputs.spec.source.clone(), differences })
+    mismatch(lock, inputs, differences)
 }

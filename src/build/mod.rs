@@ -298,7 +298,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let pip_cx = pip::PipContext { records: &records, infos: &infos, python: python.as_ref(), store: &store, wheels: &wheel_store };
     let wheels = pip::wheels(opts, &inputs, &pip_cx).await?;
     if let Some(lock) = &opts.lock {
-        lock::check(lock, &inputs, &records, &wheels, &infos)?;
+        lock::check_pip(lock, &inputs, &wheels, &infos)?;
     }
     let plan = plan::plan(opts, &inputs, &records, &infos, &wheels, python, base_layers)?;
     timings.insert("inspect".to_string(), t1.elapsed().as_millis() as u64);

@@ -15,6 +15,8 @@ pub async fn resolve(opts: &BuildOptions, inputs: &Inputs) -> Result<Vec<RepoDat
     let records = match &opts.lock {
         Some(lock) => {
             let solved = solve::read_lock(lock, opts.platform)?;
+            // A lock made from another environment is refused before anything of it is used.
+            super::lock::check_conda(lock, inputs, &solved.records)?;
             solve::check_sources(&[], &solved.records, &channels, &format!("lock file {}", lock.display()))?;
             solved.records
         }

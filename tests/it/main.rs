@@ -10,6 +10,7 @@ mod example;
 mod fake_http_selftest;
 mod fault_proxy;
 mod faults;
+mod first_hour;
 mod hostile;
 mod hostile_channel;
 mod hostile_registry;
