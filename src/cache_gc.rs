@@ -98,8 +98,13 @@ struct Entry {
     used: SystemTime,
 }
 
+/// A file's last use: the newer of its modification and access times. A folder's access time is left
+/// out: listing it (as `cache info` and gc do) would count as a use.
 fn last_used(meta: &std::fs::Metadata) -> SystemTime {
     let m = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    if meta.is_dir() {
+        return m;
+    }
     let a = meta.accessed().unwrap_or(SystemTime::UNIX_EPOCH);
     m.max(a)
 }

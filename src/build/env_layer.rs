@@ -114,9 +114,10 @@ pub async fn build(
                 for &i in &plan.shipped {
                     let fetched = store.fetch(&records[i]).await?;
                     let dest = pkgs.join(records[i].identifier.to_file_name());
-                    if std::fs::hard_link(&fetched.archive, &dest).is_err() {
-                        std::fs::copy(&fetched.archive, &dest).map_err(io_err(&dest))?;
-                    }
+                    // A copy, readable by all: the cache's own file is private to this user, and the
+                    // container may install as another.
+                    std::fs::copy(&fetched.archive, &dest).map_err(io_err(&dest))?;
+                    std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(io_err(&dest))?;
                 }
                 let sources = vec![Source::new(tmp.path().join("root"), crate::runtime_install::RUNTIME_DIR.trim_start_matches('/').to_string())];
                 packed += 1;

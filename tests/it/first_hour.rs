@@ -6,20 +6,13 @@
 use crate::common::hostile::run_bounded;
 use crate::common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const T0: &str = "2026-11-25T08:00:00Z";
 const T0_25H: &str = "2026-11-26T09:00:00Z";
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn example(dir: &Path) -> PathBuf {
-    if !dir.join("chan").is_dir() {
-        assert!(envlayer(dir, &["example-channel", "chan"]).status.success());
-    }
-    dir.join("chan")
-}
 
 fn skopeo_json(args: &[&str], image: &str) -> Value {
     serde_json::from_str(&run(Command::new("skopeo").args(["inspect", "--tls-verify=false"]).args(args).arg(format!("docker://{image}")))).unwrap()
@@ -28,7 +21,7 @@ fn skopeo_json(args: &[&str], image: &str) -> Value {
 #[test]
 fn warnings_reach_stderr_without_a_terminal_and_an_image_without_a_base_says_so() {
     let dir = scratch("fh-warnings");
-    let chan = example(&dir);
+    let chan = example_channel(&dir);
     let env = env_file(&dir, "hello", &[&chan], &["envlayer-hello"]);
     let env = env.to_str().unwrap();
     // stderr is a pipe here, as in CI; no -q.
@@ -68,7 +61,7 @@ fn a_named_tag_gets_no_expiry_and_prune_never_deletes_what_a_user_tagged() {
     let dir = scratch("fh-ttl");
     let reg = Service::registry("plain", &dir.join("reg"), &[]);
     let repo = format!("{}/envs", reg.addr());
-    let chan = example(&dir);
+    let chan = example_channel(&dir);
     let hello = env_file(&dir, "hello", &[&chan], &["envlayer-hello"]);
     let base = ["--cache-dir", "cache", "--base", "scratch", "-q"];
     // build --push to a tag the user names: no expiry.
@@ -134,7 +127,7 @@ fn a_named_tag_gets_no_expiry_and_prune_never_deletes_what_a_user_tagged() {
 #[test]
 fn envlayer_lock_then_build_from_it_and_a_lock_of_another_environment_is_refused() {
     let dir = scratch("fh-lock");
-    let chan = example(&dir);
+    let chan = example_channel(&dir);
     let a = env_file(&dir, "env-a", &[&chan], &["envlayer-hello"]);
     let out = envlayer(&dir, &["lock", a.to_str().unwrap(), "--cache-dir", "cache", "-q"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -204,7 +197,7 @@ impl Drop for RemoteAddress {
 #[test]
 fn errors_name_the_cause_and_the_fix() {
     let dir = scratch("fh-errors");
-    let chan = example(&dir);
+    let chan = example_channel(&dir);
     let hello = env_file(&dir, "hello", &[&chan], &["envlayer-hello"]);
     build_json(&dir, &[hello.to_str().unwrap(), "--cache-dir", "cache", "-o", "hello.oci", "--base", "scratch"]);
 
@@ -258,7 +251,7 @@ fn errors_name_the_cause_and_the_fix() {
 #[test]
 fn flags_are_checked_before_any_work() {
     let dir = scratch("fh-flags");
-    let chan = example(&dir);
+    let chan = example_channel(&dir);
     let hello = env_file(&dir, "hello", &[&chan], &["envlayer-hello"]);
     let h = hello.to_str().unwrap();
     for (args, expect) in [

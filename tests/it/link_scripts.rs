@@ -5,32 +5,14 @@
 use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn recipes() -> PathBuf {
     channels().join("test-recipes")
 }
 
-/// Starts the image the way a container runtime would: its entrypoint and `cmd`, with its config's
-/// environment, in a chroot of the unpacked rootfs.
 fn start(layout: &Path, rootfs: &Path, cmd: &[&str]) -> Output {
-    // What every container runtime provides: /dev/null.
-    if !rootfs.join("dev/null").exists() {
-        std::fs::create_dir_all(rootfs.join("dev")).unwrap();
-        run(Command::new("mknod").args(["-m", "666"]).arg(rootfs.join("dev/null")).args(["c", "1", "3"]));
-    }
-    let m = manifest(layout);
-    let config = blob_json(layout, m["config"]["digest"].as_str().unwrap());
-    let mut c = Command::new("chroot");
-    c.arg(rootfs).env_clear();
-    for e in config["config"]["Env"].as_array().unwrap() {
-        let (k, v) = e.as_str().unwrap().split_once('=').unwrap();
-        c.env(k, v);
-    }
-    for part in config["config"]["Entrypoint"].as_array().into_iter().flatten() {
-        c.arg(part.as_str().unwrap());
-    }
-    c.args(cmd).output().unwrap()
+    start_container(layout, rootfs, None, cmd)
 }
 
 fn build(dir: &Path, name: &str, deps: &[&str], extra: &[&str]) -> (bool, Value, String) {

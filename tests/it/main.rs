@@ -11,6 +11,7 @@ mod fake_http_selftest;
 mod fault_proxy;
 mod faults;
 mod first_hour;
+mod first_week;
 mod hostile;
 mod hostile_channel;
 mod hostile_registry;

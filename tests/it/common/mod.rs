@@ -134,6 +134,39 @@ pub fn for_each_layer_file(layout: &Path, mut f: impl FnMut(&str, &[u8])) {
     }
 }
 
+/// Starts the image the way a container runtime would: its entrypoint and `cmd`, with its config's
+/// environment, in a chroot of the unpacked rootfs, as `user` (`uid:gid`) when given.
+pub fn start_container(layout: &Path, rootfs: &Path, user: Option<&str>, cmd: &[&str]) -> Output {
+    // What every container runtime provides: /dev/null.
+    if !rootfs.join("dev/null").exists() {
+        std::fs::create_dir_all(rootfs.join("dev")).unwrap();
+        run(Command::new("mknod").args(["-m", "666"]).arg(rootfs.join("dev/null")).args(["c", "1", "3"]));
+    }
+    let m = manifest(layout);
+    let config = blob_json(layout, m["config"]["digest"].as_str().unwrap());
+    let mut c = Command::new("chroot");
+    if let Some(u) = user {
+        c.arg(format!("--userspec={u}"));
+    }
+    c.arg(rootfs).env_clear();
+    for e in config["config"]["Env"].as_array().unwrap() {
+        let (k, v) = e.as_str().unwrap().split_once('=').unwrap();
+        c.env(k, v);
+    }
+    for part in config["config"]["Entrypoint"].as_array().into_iter().flatten() {
+        c.arg(part.as_str().unwrap());
+    }
+    c.args(cmd).output().unwrap()
+}
+
+/// The small example channel (`envlayer example-channel`) in `dir/chan`, written once.
+pub fn example_channel(dir: &Path) -> PathBuf {
+    if !dir.join("chan").is_dir() {
+        assert!(envlayer(dir, &["example-channel", "chan"]).status.success());
+    }
+    dir.join("chan")
+}
+
 /// Writes an environment file.
 pub fn env_file(dir: &Path, name: &str, channels: &[&Path], deps: &[&str]) -> PathBuf {
     let mut s = format!("name: {name}\nchannels:\n");
