@@ -159,3 +159,97 @@ fn cache_info_shows_what_is_held_and_gc_removes_only_what_is_unused() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not an envlayer cache"));
     assert!(dir.join("mine/notes.txt").exists());
 }
+
+/// The rows of the tables in the README section whose heading starts with `heading`, as cells (`\|`
+/// inside a cell kept).
+fn readme_rows(readme: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = readme.lines().position(|l| l.starts_with('#') && l.contains(heading)).unwrap_or_else(|| panic!("no README heading {heading}"));
+    readme
+        .lines()
+        .skip(start + 1)
+        .take_while(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| option") && !l.starts_with("| pip option"))
+        .map(|l| l.replace("\\|", "\u{0}").split('|').map(|c| c.trim().replace('\u{0}', "|")).collect::<Vec<_>>())
+        .map(|cells| cells[1..cells.len() - 1].to_vec())
+        .collect()
+}
+
+/// The long flags named in a table cell.
+fn flags_in(cell: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = cell;
+    while let Some(i) = rest.find("--") {
+        let name: String = rest[i + 2..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        if !name.is_empty() {
+            out.push(name.clone());
+        }
+        rest = &rest[i + 2 + name.len()..];
+    }
+    out
+}
+
+/// The flags of `envlayer ARGS --help`, each with its default when clap shows a one-word one.
+fn help_flags(args: &[&str]) -> std::collections::BTreeMap<String, Option<String>> {
+    let out = envlayer(Path::new("."), &[args, &["--help"]].concat());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut flags = std::collections::BTreeMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        let t = if t.len() > 4 && t.starts_with('-') && &t[2..4] == ", " { &t[4..] } else { t };
+        let Some(flag) = t.strip_prefix("--") else { continue };
+        let name: String = flag.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        if name == "help" || name == "version" {
+            continue;
+        }
+        // The help text is on this line or the next.
+        let next = lines.get(i + 1).filter(|n| !n.trim_start().starts_with('-')).unwrap_or(&"");
+        let body = format!("{line} {next}");
+        let default = body.split("[default: ").nth(1).and_then(|d| d.split(']').next()).filter(|d| !d.contains(' ')).map(String::from);
+        flags.insert(name, default);
+    }
+    flags
+}
+
+#[test]
+fn the_readme_option_tables_match_help() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let build_rows = readme_rows(&readme, "`envlayer build");
+    // (command, README heading, flags of that section that belong to a sibling command only, extra rows)
+    let only_prune = ["dry-run"];
+    let only_gc = ["older-than", "max-size", "dry-run"];
+    let not_resolve = ["output", "push", "tag"];
+    let cases: Vec<(&[&str], &str, &[&str])> = vec![
+        (&["build"], "`envlayer build", &[]),
+        (&["lock"], "`envlayer lock", &[]),
+        (&["push"], "`envlayer push", &[]),
+        (&["resolve"], "`envlayer resolve", &[]),
+        (&["ls"], "`envlayer ls", &only_prune),
+        (&["prune"], "`envlayer ls", &[]),
+        (&["cache", "info"], "`envlayer cache info", &only_gc),
+        (&["cache", "gc"], "`envlayer cache info", &[]),
+        (&["runtime"], "`envlayer runtime", &[]),
+        (&["completions", "bash"], "`envlayer completions", &[]),
+        (&["example-channel"], "`envlayer completions", &[]),
+    ];
+    for (args, heading, left_out) in cases {
+        let mut rows = readme_rows(&readme, heading);
+        if args == ["resolve"] {
+            // "every build option but -o, --push and --tag"
+            rows.extend(build_rows.iter().filter(|r| !flags_in(&r[0]).iter().any(|f| not_resolve.contains(&f.as_str()))).cloned());
+        }
+        let readme_flags: std::collections::BTreeSet<String> =
+            rows.iter().flat_map(|r| flags_in(&r[0])).filter(|f| !left_out.contains(&f.as_str())).collect();
+        let help = help_flags(args);
+        let help_names: std::collections::BTreeSet<String> = help.keys().cloned().collect();
+        assert_eq!(readme_flags, help_names, "envlayer {args:?}: README table (left) vs --help (right)");
+        for (flag, default) in help.iter().filter_map(|(f, d)| d.as_ref().map(|d| (f, d))) {
+            let row = |rows: &[Vec<String>]| rows.iter().find(|r| flags_in(&r[0]).contains(flag)).cloned();
+            let mut r = row(&rows).unwrap();
+            if r[1].contains("as for") {
+                r = row(&build_rows).unwrap_or(r);
+            }
+            assert!(r[1].contains(default.as_str()), "envlayer {args:?} --{flag}: README default {:?}, --help {default:?}", r[1]);
+        }
+    }
+}
