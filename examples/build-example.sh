@@ -11,6 +11,9 @@ else
   envlayer=./target/debug/envlayer
 fi
 "$envlayer" example-channel examples/channel >/dev/null
-# The example's packages are data and scripts for a base to run: built alone here, on purpose (--base scratch).
-"$envlayer" build examples/environment.yaml -o examples/hello.oci --cache-dir target/example-cache --base scratch "$@"
+# The example's packages are data and scripts for a base to run: built alone here, on purpose (--base
+# scratch), unless a --base is given.
+base=(--base scratch)
+for a in "$@"; do case "$a" in --base|--base=*) base=() ;; esac; done
+"$envlayer" build examples/environment.yaml -o examples/hello.oci --cache-dir target/example-cache "${base[@]}" "$@"
 echo "image: examples/hello.oci (try: skopeo inspect oci:examples/hello.oci:latest)" >&2

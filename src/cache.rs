@@ -111,6 +111,19 @@ pub enum CacheError {
     Blob(#[from] crate::files::BlobError),
 }
 
+/// The cache folder's tag (<https://bford.info/cachedir/>): backup tools skip the folder, and
+/// `envlayer cache gc` works only in a folder that has it.
+pub const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by envlayer.\n# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// Marks `root` as envlayer's cache (writes its `CACHEDIR.TAG` if missing). Best effort: a cache that
+/// cannot be marked still works, only `cache gc` refuses it.
+pub fn mark(root: &Path) {
+    let tag = root.join("CACHEDIR.TAG");
+    if std::fs::symlink_metadata(&tag).is_err() && std::fs::create_dir_all(root).is_ok() {
+        let _ = std::fs::write(&tag, CACHEDIR_TAG);
+    }
+}
+
 /// The on-disk layer and facts cache.
 #[derive(Debug, Clone)]
 pub struct LayerCache {

@@ -22,7 +22,7 @@ const KINDS: &[(&str, &str, bool)] = &[
     ("inspect", "link scripts and python distributions of each package", true),
     ("wheels", "pip wheels, verified", true),
     ("repodata", "channel repodata (rattler's cache)", true),
-    ("locks", "locks of builds without a layout", true),
+    ("locks", "locks of builds without a layout (kept: remove them yourself)", false),
     ("uv", "uv's cache (prune it with `uv cache prune`)", false),
     ("registries", "which repositories hold which blobs", false),
     ("tmp", "scratch folders of running (or interrupted) builds", false),
@@ -125,9 +125,18 @@ fn measure(path: &Path, seen: &mut BTreeSet<(u64, u64)>) -> (u64, SystemTime) {
     (bytes, used)
 }
 
-/// The entries of one folder (for `blobs`, of `blobs/sha256`).
+/// Whether `path` is a real folder (not a link to one).
+fn real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// The entries of one folder (for `blobs`, of `blobs/sha256`); none when the folder (or `blobs`) is a
+/// link: gc never works through one.
 fn entries(root: &Path, kind: &str, seen: &mut BTreeSet<(u64, u64)>) -> Vec<Entry> {
     let dir = if kind == "blobs" { root.join("blobs").join("sha256") } else { root.join(kind) };
+    if !real_dir(&root.join(kind)) || !real_dir(&dir) {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let path = e.path();
@@ -138,9 +147,17 @@ fn entries(root: &Path, kind: &str, seen: &mut BTreeSet<(u64, u64)>) -> Vec<Entr
     out
 }
 
-/// Whether `root` looks like an envlayer cache: gc removes nothing anywhere else.
-fn is_cache(root: &Path) -> bool {
-    ["layers", "blobs", "pkgs", "extracted"].iter().any(|k| std::fs::symlink_metadata(root.join(k)).is_ok_and(|m| m.is_dir()))
+/// Why `root` is not an envlayer cache, if it is not: gc removes nothing anywhere else. A cache has the
+/// `CACHEDIR.TAG` every build writes; an OCI layout never passes (it has `blobs/` too).
+fn not_a_cache(root: &Path) -> Option<String> {
+    let tag = std::fs::read_to_string(root.join("CACHEDIR.TAG")).unwrap_or_default();
+    if root.join("oci-layout").exists() || root.join("index.json").exists() {
+        return Some("it is an OCI image layout".into());
+    }
+    if !(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55") && tag.contains("created by envlayer")) {
+        return Some("it has no CACHEDIR.TAG written by envlayer (any build with this --cache-dir writes one)".into());
+    }
+    None
 }
 
 /// What the cache at `root` holds.
@@ -175,15 +192,27 @@ fn remove(path: &Path) -> std::io::Result<()> {
 }
 
 /// Removes from the cache at `root`: interrupted builds' leftovers, layer entries whose blob is gone and
-/// blobs no entry refers to (unused for a day, or for `older_than` when shorter), then entries unused for `older_than`,
+/// blobs no entry refers to (unused for a day, or for `older_than`), then entries unused for `older_than`,
 /// then the least recently used until the cache fits `max_size`.
 pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, String> {
-    if !is_cache(root) {
-        return Err(format!("{} is not an envlayer cache (no layers/, blobs/, pkgs/ or extracted/ in it): nothing removed", root.display()));
+    if let Some(why) = not_a_cache(root) {
+        return Err(format!("{} is not an envlayer cache: {why}; nothing removed", root.display()));
     }
     if !opts.dry_run {
+        // Entries a running build uses could go: gc waits for a quiet cache.
+        let busy = crate::scratch::in_use(&root.join("tmp"), "run-");
+        if !busy.is_empty() {
+            return Err(format!(
+                "{} is in use by {} running envlayer process(es) ({}): run gc when no build uses the cache (--dry-run only lists)",
+                root.display(),
+                busy.len(),
+                busy.iter().map(|b| b.display().to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
         // Scratch folders whose process is gone (their lock is free); live ones are never touched.
-        crate::scratch::sweep(&root.join("tmp"), "run-");
+        if real_dir(&root.join("tmp")) {
+            crate::scratch::sweep(&root.join("tmp"), "run-");
+        }
     }
     let before = info(root).bytes;
     let age = |e: &Entry| opts.now.duration_since(e.used).unwrap_or_default();
@@ -241,7 +270,7 @@ pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport, String> {
             }
         }
     }
-    let orphan_age = opts.older_than.unwrap_or(Duration::from_secs(86400)).min(Duration::from_secs(86400));
+    let orphan_age = opts.older_than.unwrap_or(Duration::from_secs(86400));
     for i in 0..all.len() {
         if all[i].0 == "blobs" && !gone[i] && !referenced.contains(&blob_hex(i)) && age(&all[i].1) > orphan_age {
             mark(i, "orphan", &all, &mut removed, &mut gone);

@@ -130,7 +130,15 @@ pub async fn install_package(
         ..InstallOptions::default()
     };
     let mut paths = link_package(extracted, &prefix, &driver, options).await.map_err(|source| {
-        match binary_placeholder_len(extracted).filter(|&m| m < target.prefix.len()) {
+        // Only when rattler says so: any other failure keeps its own cause.
+        let mut chain = String::new();
+        let mut e: Option<&dyn std::error::Error> = Some(&source);
+        while let Some(x) = e {
+            chain.push_str(&x.to_string());
+            e = x.source();
+        }
+        let about_placeholder = chain.contains("longer than the placeholder");
+        match binary_placeholder_len(extracted).filter(|&m| m < target.prefix.len() && about_placeholder) {
             Some(placeholder_len) => InstallError::PrefixTooLong { package: package.clone(), prefix: target.prefix.clone(), prefix_len: target.prefix.len(), placeholder_len },
             None => InstallError::Link { package: package.clone(), prefix: target.prefix.clone(), source },
         }

@@ -7,6 +7,7 @@ use crate::keys::{ANNOTATION_ENV_NAME, ANNOTATION_EXPIRES, ANNOTATION_INPUTS, AN
 use crate::registry::{self, Reference, Registry, RegistryError};
 use crate::reporter::Reporter;
 use envlayer_layers::Digest;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// The tag of an environment's image: `<name>-<first 24 hex digits of its identity>`.
@@ -162,17 +163,18 @@ pub fn is_env_tag(tag: &str, img: &EnvImage) -> bool {
 /// Every envlayer environment image in `repo`, one per manifest with all its tags (named by the
 /// shortest), newest first.
 pub async fn list(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<Vec<EnvImage>, RegistryError> {
-    let (images, _) = scan(registry, repo, now).await?;
+    let (images, _, _) = scan(registry, repo, now).await?;
     Ok(images)
 }
 
-/// The envlayer images of `repo` (one per manifest, newest first) and the digests of manifests that are
-/// not envlayer's.
-async fn scan(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<(Vec<EnvImage>, std::collections::BTreeSet<String>), RegistryError> {
+/// The envlayer images of `repo` (one per manifest, newest first), the digests of manifests that are
+/// not envlayer's, and every tag seen.
+async fn scan(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<(Vec<EnvImage>, BTreeSet<String>, BTreeSet<String>), RegistryError> {
     let mut tags = registry.list_tags(&repo.repository).await?;
+    let seen: BTreeSet<String> = tags.iter().cloned().collect();
     tags.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
     let mut out: Vec<EnvImage> = Vec::new();
-    let mut foreign = std::collections::BTreeSet::new();
+    let mut foreign = BTreeSet::new();
     for tag in tags {
         match inspect(registry, repo, &tag, now).await? {
             Some(img) => match out.iter_mut().find(|o| o.digest == img.digest) {
@@ -187,7 +189,7 @@ async fn scan(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Re
         }
     }
     out.sort_by(|a, b| b.created.cmp(&a.created).then(a.tag.cmp(&b.tag)));
-    Ok((out, foreign))
+    Ok((out, foreign, seen))
 }
 
 /// The immutable tag of one build: `<tag>-<build time as YYYYMMDDhhmmss>`, so an image stays listed
@@ -201,13 +203,19 @@ pub fn build_tag(tag: &str, created: &str) -> String {
 /// them, each with every tag the delete removes. Kept: images that are not envlayer's or not expired,
 /// and any manifest that a tag a user named (not `<name>-<hash>[-<time>]`) points at, expired or not.
 pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, dry_run: bool) -> Result<Vec<EnvImage>, RegistryError> {
-    let (images, foreign) = scan(registry, repo, now).await?;
+    let (images, foreign, seen) = scan(registry, repo, now).await?;
     let mut expired: Vec<EnvImage> = images
         .into_iter()
         .filter(|img| img.status == Status::Expired && !foreign.contains(&img.digest) && img.tags.iter().all(|t| is_env_tag(t, img)))
         .collect();
     expired.sort_by(|a, b| a.tag.cmp(&b.tag));
-    if !dry_run {
+    if !dry_run && !expired.is_empty() {
+        // A tag added since the scan (a user pinning an image right now) keeps its manifest.
+        for tag in registry.list_tags(&repo.repository).await?.into_iter().filter(|t| !seen.contains(t)) {
+            if let Ok((_, _, d)) = registry.get_manifest(&repo.repository, &tag).await {
+                expired.retain(|img| img.digest != d.to_string());
+            }
+        }
         for img in &expired {
             let digest: Digest = img
                 .digest

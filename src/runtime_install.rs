@@ -52,7 +52,7 @@ pub enum RuntimeError {
         output: String,
     },
     /// The prefix cannot be written by this user (or the file system is read-only).
-    #[error("cannot install environment {name} at the container's start: {prefix} is not writable here ({why}). Run the container as a user who can write {prefix} (or as root), mount a writable volume at {prefix} and fill it with `envlayer runtime --install-only` in an init container, or build the image with the packages baked in (without --runtime-install / `install: runtime`)")]
+    #[error("cannot install environment {name} at the container's start: {prefix} is not writable here ({why}). Run the container as a user who can write {prefix} (or as root), or mount a writable volume at {prefix} and fill it with `envlayer runtime --install-only` in an init container; or build the image with the packages baked in (an opt-out image: without --runtime-install / `install: runtime`; packages with link scripts: --link-scripts ignore)")]
     NotWritable {
         /// The environment.
         name: String,
@@ -62,7 +62,7 @@ pub enum RuntimeError {
         why: String,
     },
     /// A link script needs bash and the image has none.
-    #[error("the {kind} script of {package} needs bash, and this image has none (looked in PATH and /bin): build on a base image with bash, or build with --link-scripts ignore to bake {package} without running it")]
+    #[error("the {kind} script of {package} needs bash, and this image has none on PATH: build on a base image with bash, or build with --link-scripts ignore to bake {package} without running it")]
     NoBash {
         /// The package.
         package: String,
@@ -120,13 +120,12 @@ pub async fn ensure_installed(runtime_dir: &Path, reporter: &dyn crate::Reporter
                 .map_err(|e| fail(Box::new(e)))?
         }
     };
-    // The packages' cache: the image's runtime folder when this user may write it (root, usually), else a
-    // temporary folder (a non-root user who owns the prefix).
-    let cache_dir = if check_writable(runtime_dir).is_ok() {
-        runtime_dir.join("pkgs")
-    } else {
-        std::env::temp_dir().join(format!("envlayer-pkgs-{}", std::process::id()))
-    };
+    // The packages' cache: a fresh folder (random name, this user's alone) inside the prefix, which is
+    // writable (checked above) even on a read-only root with a volume at the prefix; removed afterwards,
+    // whatever happens.
+    std::fs::create_dir_all(&prefix).map_err(|e| fail(Box::new(e)))?;
+    let cache = tempfile::Builder::new().prefix(".envlayer-pkgs-").tempdir_in(&prefix).map_err(|e| fail(Box::new(e)))?;
+    let cache_dir = cache.path().to_path_buf();
     rattler::install::Installer::new()
         .with_download_client(client)
         .with_target_platform(platform)
@@ -145,7 +144,7 @@ pub async fn ensure_installed(runtime_dir: &Path, reporter: &dyn crate::Reporter
     // The mark goes last: an interrupted install is redone at the next start.
     let mark = prefix.join(DONE_MARK);
     std::fs::write(&mark, b"").map_err(|e| fail(Box::new(e)))?;
-    let _ = std::fs::remove_dir_all(&cache_dir);
+    drop(cache);
     reporter.info(&format!("environment {name} ready"));
     Ok(true)
 }
@@ -162,15 +161,15 @@ fn check_writable(dir: &Path) -> Result<(), String> {
     }
     match rustix::fs::access(at, rustix::fs::Access::WRITE_OK) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::ROFS) => Err("the root file system is read-only".into()),
+        Err(rustix::io::Errno::ROFS) => Err(format!("the file system holding {} is read-only", at.display())),
         Err(e) => Err(format!("uid {} cannot write {}: {e}", rustix::process::getuid().as_raw(), at.display())),
     }
 }
 
-/// bash, from PATH or /bin: link scripts are bash scripts.
+/// bash on PATH (link scripts are bash scripts, and they are started through PATH).
 fn find_bash() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).chain([PathBuf::from("/bin"), PathBuf::from("/usr/bin")]).map(|d| d.join("bash")).find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join("bash")).find(|p| p.is_file())
 }
 
 /// Runs a package's pre-link and post-link scripts in the environment (activated, as conda runs them),

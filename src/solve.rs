@@ -178,7 +178,7 @@ pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
         .with_cache_dir(input.cache_dir.join("repodata"))
         .with_client(client)
         .finish();
-    let names = input.channels.iter().map(|c| c.base_url.to_string()).collect::<Vec<_>>().join(", ");
+    let names = input.channels.iter().map(|c| channel_display(c.base_url.url())).collect::<Vec<_>>().join(", ");
     let repodata = gateway
         .query(input.channels.clone(), [input.platform, Subdir::NoArch], input.specs.clone())
         .recursive(true)
@@ -209,7 +209,9 @@ pub async fn solve(input: &SolveInput) -> Result<Solved, SolveError> {
 /// One line per spec whose name no channel has, with the nearest names the channels do have.
 async fn unknown_names(input: &SolveInput, repodata: &[rattler_repodata_gateway::RepoData], gateway: &rattler_repodata_gateway::Gateway) -> String {
     let known: std::collections::BTreeSet<&str> = repodata.iter().flat_map(|r| r.iter().map(|rec| rec.package_record.name.as_normalized())).collect();
-    let missing: Vec<&str> = input.specs.iter().filter_map(|s| s.name.as_exact().map(|n| n.as_normalized())).filter(|n| !known.contains(n)).collect();
+    // Virtual packages (`__cuda`) are never in a channel: they come from --virtual-package.
+    let missing: Vec<&str> =
+        input.specs.iter().filter_map(|s| s.name.as_exact().map(|n| n.as_normalized())).filter(|n| !known.contains(n) && !n.starts_with("__")).collect();
     if missing.is_empty() {
         return String::new();
     }
@@ -360,9 +362,14 @@ pub fn write_lock(solved: &Solved, pypi: &[crate::pypi::Dist], root: &Path, chan
             .add_pypi_package(DEFAULT_ENVIRONMENT_NAME, platform.as_str(), dist.to_lock(root).map_err(err)?)
             .map_err(|e| err(e.to_string()))?;
     }
-    let tmp = path.with_extension("lock.tmp");
-    builder.finish().to_path(&tmp).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    // Written beside the target under a fresh name, then renamed over it: no fixed temporary name that
+    // could be someone's file.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new().prefix(".envlayer-lock-").tempfile_in(dir).map_err(|e| err(e.to_string()))?;
+    builder.finish().to_path(tmp.path()).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(|e| err(e.to_string()))?;
+    tmp.persist(path).map_err(|e| err(e.error.to_string()))?;
+    Ok(())
 }
 
 /// Reads the records for `platform` back from a lock file, in install order.
@@ -381,6 +388,21 @@ pub fn read_lock(path: &Path, platform: Subdir) -> Result<Solved, SolveError> {
         .map_err(|e| err(e.to_string()))?
         .ok_or_else(|| err(format!("has no packages for {platform}")))?;
     Ok(Solved { records: install_order(records) })
+}
+
+/// A channel URL for messages and summaries: without a user or password and without an anaconda.org
+/// token path segment (`/t/<token>/`), escaped, without the trailing `/`.
+pub fn channel_display(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    let segments: Vec<String> = u.path_segments().map(|s| s.map(String::from).collect()).unwrap_or_default();
+    if let Some(i) = segments.iter().position(|s| s == "t").filter(|&i| i + 1 < segments.len()) {
+        let mut kept = segments.clone();
+        kept[i + 1] = "***".into();
+        u.set_path(&kept.join("/"));
+    }
+    crate::net::escape(u.as_str().trim_end_matches('/'))
 }
 
 /// Parses a match spec the way environment files do (lenient).
@@ -405,6 +427,14 @@ mod tests {
         assert_eq!(ch[0].base_url.to_string(), "https://conda.anaconda.org/conda-forge/");
         assert_eq!(ch[1].base_url.to_string(), "https://example.com/my/channel/");
         assert_eq!(ch[2].base_url.url().to_file_path().unwrap(), dir.path().join("chan"));
+    }
+
+    #[test]
+    fn channel_urls_are_shown_without_credentials() {
+        let u = |s: &str| channel_display(&url::Url::parse(s).unwrap());
+        assert_eq!(u("https://user:pw@conda.example.com/chan/"), "https://conda.example.com/chan");
+        assert_eq!(u("https://conda.anaconda.org/t/tk-123-abc/private/"), "https://conda.anaconda.org/t/***/private");
+        assert_eq!(u("file:///srv/chan/"), "file:///srv/chan");
     }
 
     #[test]

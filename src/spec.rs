@@ -228,18 +228,33 @@ impl EnvSpec {
 /// otherwise surface as a puzzling solve error. Returns the line and column of the deeper item.
 fn check_list_indentation(text: &str) -> Result<(), (usize, usize, String)> {
     let mut prev: Option<(usize, &str)> = None;
+    // Inside a block scalar (`|`, `>`): its lines are text, whatever they look like.
+    let mut block: Option<usize> = None;
     for (i, line) in text.lines().enumerate() {
         let content = line.trim_start();
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
         let indent = line.len() - content.len();
+        if let Some(b) = block {
+            if indent > b {
+                continue;
+            }
+            block = None;
+        }
+        let body = content.split(" #").next().unwrap_or(content).trim_end();
+        let tail = body.trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
+        if (tail.ends_with('|') || tail.ends_with('>')) && (tail.len() == 1 || tail[..tail.len() - 1].ends_with(' ')) {
+            block = Some(indent);
+            prev = None;
+            continue;
+        }
         let item = content.strip_prefix("- ").or_else(|| (content == "-").then_some(""));
         if let (Some(_), Some((prev_indent, prev_item))) = (item, prev) {
             let plain = !prev_item.is_empty()
                 && !prev_item.contains(": ")
                 && !prev_item.ends_with(':')
-                && !prev_item.starts_with(['"', '\'', '[', '{', '|', '>', '&', '*', '!']);
+                && !prev_item.starts_with(['"', '\'', '[', '{', '|', '>', '&', '*', '!', '-']);
             if indent > prev_indent && plain {
                 return Err((
                     i + 1,
@@ -311,6 +326,23 @@ fn syntax(path: &Path, e: &serde_yaml::Error) -> SpecError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_item_indented_too_deep_is_named_and_valid_yaml_passes() {
+        let bad = "dependencies:\n  - python=3.11\n   - flask\n";
+        let (line, column, msg) = check_list_indentation(bad).unwrap_err();
+        assert_eq!((line, column), (3, 4));
+        assert!(msg.contains("\"python=3.11 - flask\""), "{msg}");
+        for ok in [
+            "dependencies:\n  - python\n  - pip:\n    - flask\n",
+            "a:\n  - - x\n    - y\n",
+            "envlayer:\n  labels:\n    note: |\n      - first\n        - deeper\n  install: baked\n",
+            "d:\n  - x # comment\n  - >-\n     - text\n      - more\n  - y\n",
+            "d:\n  - name: x\n    deps:\n      - y\n",
+        ] {
+            assert!(check_list_indentation(ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn parses_a_plain_file() {

@@ -110,6 +110,24 @@ pub fn release_all() {
     }
 }
 
+/// The folders named `<prefix>*` in `parent` whose owner is alive (another process holds their lock).
+pub fn in_use(parent: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with(prefix) || !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        // This process's own folders are in use too (their lock is held through another descriptor).
+        if let Ok(owner) = File::open(path.join(OWNER)) {
+            if owner.try_lock().is_err() {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// Removes the folders named `<prefix>*` in `parent` whose owner is gone.
 pub fn sweep(parent: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };

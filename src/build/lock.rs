@@ -43,6 +43,7 @@ pub async fn lock(opts: &BuildOptions, path: &Path, reporter: &dyn Reporter) -> 
         return Err(BuildError::LockPath { path: path.to_path_buf() });
     }
     let inputs = Inputs::read(&opts)?;
+    crate::cache::mark(&opts.cache_dir);
     reporter.start(Stage::Solve, 0);
     let records = packages::resolve(&opts, &inputs).await?;
     let python = packages::python(&records, opts.platform)?;
@@ -71,16 +72,18 @@ pub async fn lock(opts: &BuildOptions, path: &Path, reporter: &dyn Reporter) -> 
     })
 }
 
-/// A channel URL to compare and show: without credentials, without the trailing `/`.
+/// A channel URL to compare and show (see [`solve::channel_display`]).
 fn channel_url(u: &str) -> String {
-    let shown = url::Url::parse(u).map(|u| crate::pypi::redact(&u).to_string()).unwrap_or_else(|_| crate::net::escape(u));
-    shown.trim_end_matches('/').to_string()
+    match url::Url::parse(u) {
+        Ok(url) => solve::channel_display(&url),
+        Err(_) => crate::net::escape(u.trim_end_matches('/')),
+    }
 }
 
-/// The name a `depends` entry is about (`python >=3.11,<3.12.0a0` → `python`).
-fn dep_name(dep: &str) -> &str {
-    let first = dep.split_whitespace().next().unwrap_or("");
-    first.split(['=', '<', '>', '!', '~', '[']).next().unwrap_or(first)
+/// The name a `depends` entry is about (`python >=3.11,<3.12.0a0`, `conda-forge::numpy` → `python`,
+/// `numpy`), as rattler parses it.
+fn dep_name(dep: &str) -> Option<String> {
+    solve::parse_spec(dep).ok().and_then(|m| m.name.as_exact().map(|n| n.as_normalized().to_string()))
 }
 
 /// Checks the conda part of a lock given with `--lock` against the environment file: the same channels,
@@ -113,15 +116,16 @@ pub fn check_conda(lock: &Path, inputs: &Inputs, records: &[RepoDataRecord]) -> 
     let mut queue: VecDeque<String> = needed.iter().cloned().collect();
     while let Some(name) = queue.pop_front() {
         for r in records.iter().filter(|r| r.package_record.name.as_normalized() == name) {
-            for d in &r.package_record.depends {
-                let d = dep_name(d).to_ascii_lowercase();
+            for d in r.package_record.depends.iter().filter_map(|d| dep_name(d)) {
                 if needed.insert(d.clone()) {
                     queue.push_back(d);
                 }
             }
         }
     }
-    let extra: Vec<String> = records.iter().filter(|r| !needed.contains(r.package_record.name.as_normalized())).map(dist_name).collect();
+    // (A spec without an exact name, a glob, leaves nothing to follow from: then this is not checked.)
+    let exact = inputs.spec.specs.iter().all(|s| s.name.as_exact().is_some());
+    let extra: Vec<String> = records.iter().filter(|r| exact && !needed.contains(r.package_record.name.as_normalized())).map(dist_name).collect();
     if !extra.is_empty() {
         differences.push(format!("the lock has packages {env} does not need: {}", extra.join(", ")));
     }
@@ -144,8 +148,23 @@ pub fn check_pip(lock: &Path, inputs: &Inputs, wheels: &[crate::pypi::Dist], inf
     let requirements = inputs.spec.pip.as_ref().map_or(&[][..], |p| &p.requirements[..]);
     let provided: BTreeSet<&str> = infos.iter().flat_map(|i| i.python_dists.iter().map(|(n, _)| n.as_str())).collect();
     for req in requirements {
-        if !wheels.iter().any(|w| w.name == req.name) && !provided.contains(req.name.as_str()) {
-            differences.push(format!("{} asks for pip package {}, which the lock does not have", crate::net::escape(&req.origin), crate::net::escape(&req.text)));
+        let (origin, text) = (crate::net::escape(&req.origin), crate::net::escape(&req.text));
+        match wheels.iter().find(|w| w.name == req.name) {
+            Some(w) => {
+                if crate::pypi::spec::allows(&req.text, &w.version) == Some(false) {
+                    differences.push(format!("{origin} asks for pip package {text}, the lock has {} {}", w.name, crate::net::escape(&w.version)));
+                }
+            }
+            // A requirement with a marker may not apply to the target; one a conda package provides is
+            // not locked as a wheel.
+            None if provided.contains(req.name.as_str()) || crate::pypi::spec::allows(&req.text, "0").is_none() => {}
+            None => differences.push(format!("{origin} asks for pip package {text}, which the lock does not have")),
+        }
+    }
+    // --hash pins hold for locked wheels as for resolved ones.
+    if let Some(spec) = inputs.spec.pip.as_ref() {
+        if let Err(e) = crate::pypi::resolve::check_hashes(spec, wheels) {
+            differences.push(e.to_string());
         }
     }
     if requirements.is_empty() && !wheels.is_empty() {

@@ -282,6 +282,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let mut timings = BTreeMap::new();
     let identity = prepared.identity(opts)?;
     let Prepared { inputs, base } = prepared;
+    crate::cache::mark(&opts.cache_dir);
 
     reporter.start(Stage::Solve, 0);
     let records = packages::resolve(opts, &inputs).await?;
@@ -340,11 +341,12 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     if let Some(output) = &opts.output {
         crate::output::write(&img, output, &opts.tag, &env.lock_text, OWNERSHIP)?;
     }
-    // Without a layout, the lock is kept in the cache, named by the environment's tag, so it can be found
-    // (and given to `--lock`) after a push.
+    // Without a layout, the lock is kept in the cache, named by the environment and the image's digest
+    // (one lock per image: a later build of the environment does not replace it), so it can be found,
+    // and given to `--lock`, after a push.
     let lock_file = match opts.lock_output() {
         Some(p) => p,
-        None => cache.put_lock(&format!("{}.lock", crate::lifecycle::tag_for(&inputs.spec.name, &identity)), &env.lock_text)?,
+        None => cache.put_lock(&format!("{}-{}.lock", inputs.spec.name, &img.digest().hex()[..24]), &env.lock_text)?,
     };
     reporter.finish(Stage::Write);
     timings.insert("write".to_string(), t2.elapsed().as_millis() as u64);

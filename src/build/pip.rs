@@ -38,9 +38,16 @@ pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -
         None => Vec::new(),
     };
     let requirements = inputs.spec.pip.as_ref().map_or(&[][..], |p| &p.requirements[..]);
-    // A lock without pip packages (written before the pip part was added) means: resolve them.
     if locked.is_empty() && requirements.is_empty() {
         return Ok(Vec::new());
+    }
+    // A lock is the whole truth: one without pip packages is not silently completed by a resolve.
+    if let (Some(lock), true, false) = (&opts.lock, locked.is_empty(), requirements.is_empty()) {
+        return Err(BuildError::LockMismatch {
+            lock: lock.clone(),
+            env_file: inputs.spec.source.clone(),
+            differences: vec![format!("{} has a pip list ({}), the lock has no pip packages", inputs.spec.source.display(), crate::net::escape(&requirements[0].text))],
+        });
     }
     if inputs.install_mode == InstallMode::Runtime {
         return Err(BuildError::PipAtRuntime);

@@ -244,6 +244,7 @@ pub fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>> {
         "h" => 3600,
         "d" => 86400,
         "w" => 7 * 86400,
+        "" if n == 0 => return Err(format!("--ttl {s:?}: for no expiry say --ttl never").into()),
         "" => return Err(format!("--ttl {s:?} has no unit: say {s}h, {s}d or {s}m").into()),
         _ => return Err(expected().into()),
     };
@@ -291,6 +292,9 @@ pub fn parse_base(s: &str) -> Result<BaseRef> {
         }
     };
     if s == "scratch" {
+        if PathBuf::from("scratch").join("index.json").is_file() {
+            return Err("--base scratch means no base, but ./scratch is an OCI layout here: say ./scratch or oci:scratch for the layout".into());
+        }
         return Ok(BaseRef::Scratch);
     }
     if let Some(p) = s.strip_prefix("oci:") {
@@ -424,7 +428,7 @@ mod tests {
         assert_eq!(super::parse_ttl("90m").unwrap(), Some(std::time::Duration::from_secs(5400)));
         assert_eq!(super::parse_ttl("never").unwrap(), None);
         assert!(super::parse_ttl("1").unwrap_err().to_string().contains("no unit"));
-        assert!(super::parse_ttl("0").unwrap_err().to_string().contains("no unit"));
+        assert!(super::parse_ttl("0").unwrap_err().to_string().contains("--ttl never"));
         assert!(super::parse_ttl("0h").unwrap_err().to_string().contains("never"));
         assert!(super::parse_ttl("5y").is_err() && super::parse_ttl("h").is_err() && super::parse_ttl("").is_err());
         assert!(super::parse_ttl("99999999999w").is_err());

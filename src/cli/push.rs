@@ -30,7 +30,9 @@ pub struct PushArgs {
 pub async fn push(args: PushArgs) -> Result<()> {
     let target: Reference = args.reference.parse()?;
     let not_layout = || format!("LAYOUT {:?}: no OCI layout there; push's first argument is the folder `envlayer build -o DIR` wrote (DIR or DIR:TAG)", args.layout);
-    let (dir, tag) = match parse_base(&args.layout).map_err(|_| not_layout())? {
+    // The word `scratch` means no base for --base; here it can only be a folder.
+    let layout = if args.layout == "scratch" { "./scratch" } else { args.layout.as_str() };
+    let (dir, tag) = match parse_base(layout).map_err(|_| not_layout())? {
         BaseRef::Layout { layout, tag } if layout.join("index.json").is_file() => (layout, tag),
         _ => return Err(not_layout().into()),
     };

@@ -255,7 +255,7 @@ fn rank(file: &str, target: &Target) -> Option<(u32, u32, u64)> {
 
 /// In hash-checking mode every distribution must be one of the hashed requirements, resolved to a wheel
 /// with one of its hashes (as `pip install --require-hashes` checks).
-fn check_hashes(spec: &PipSpec, dists: &[Dist]) -> Result<(), ResolveError> {
+pub(crate) fn check_hashes(spec: &PipSpec, dists: &[Dist]) -> Result<(), ResolveError> {
     if !spec.require_hashes() {
         return Ok(());
     }

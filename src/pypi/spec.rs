@@ -323,6 +323,20 @@ fn shown(value: &str) -> String {
     crate::net::escape(&v)
 }
 
+/// What a requirement line says of a locked `version`: `Some(true)` when its specifiers allow it,
+/// `Some(false)` when they do not, `None` when the line has a marker (whether it applies depends on the
+/// target, which the lock already decided) or cannot be read.
+pub fn allows(text: &str, version: &str) -> Option<bool> {
+    let req = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(text).ok()?;
+    if !req.marker.is_true() {
+        return None;
+    }
+    match req.version_or_url {
+        Some(pep508_rs::VersionOrUrl::VersionSpecifier(specs)) => Some(specs.contains(&pep440_rs::Version::from_str(version).ok()?)),
+        _ => Some(true),
+    }
+}
+
 /// `name==version` (with extras or markers allowed), not `==1.*` or a marker's `==`.
 fn is_pinned(text: &str) -> bool {
     match pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(text).ok().and_then(|r| r.version_or_url) {

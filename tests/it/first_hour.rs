@@ -258,7 +258,7 @@ fn flags_are_checked_before_any_work() {
         (vec!["build", h, "--tag", "no good"], "is not an OCI tag"),
         (vec!["build", h, "--tag", ".hidden"], "is not an OCI tag"),
         (vec!["build", h, "--ttl", "1"], "has no unit: say 1h"),
-        (vec!["build", h, "--ttl", "0"], "has no unit"),
+        (vec!["build", h, "--ttl", "0"], "for no expiry say --ttl never"),
         (vec!["build", h, "--ttl", "0h"], "--ttl never"),
         (vec!["build", h, "--jobs", "0"], "--jobs"),
         (vec!["build", h, "--max-layers", "1"], "--max-layers"),

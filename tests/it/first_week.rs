@@ -6,6 +6,15 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
+/// Unmounts its folder when dropped, also when the test fails first.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 fn sh(cmd: &str) {
     run(Command::new("sh").args(["-c", cmd]));
 }
@@ -44,10 +53,11 @@ fn the_install_at_start_runs_as_the_prefix_owner_and_says_what_to_do_otherwise()
     let ro = dir.join("ro");
     std::fs::create_dir_all(&ro).unwrap();
     sh(&format!("mount --bind {} {} && mount -o remount,bind,ro {}", fresh.display(), ro.display(), ro.display()));
+    let mounted = Unmount(ro.clone());
     let out = start_container(&layout, &ro, None, &["/bin/true"]);
-    let _ = Command::new("umount").arg(&ro).status();
+    drop(mounted);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("the root file system is read-only"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("the file system holding /opt/conda/envs/rt is read-only"), "{stderr}");
 }
 
 #[test]
@@ -68,7 +78,7 @@ fn a_link_script_in_an_image_without_bash_is_named_and_k8s_output_warns_about_co
     }
     let out = start_container(&layout, &rootfs, None, &["/bin/true"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("the post-link script of post_link-e needs bash, and this image has none"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("the post-link script of post_link-e needs bash, and this image has none on PATH"), "{stderr}");
 
     // resolve --format k8s of such an image says how `command:` skips the install.
     let reg = Service::registry("plain", &dir.join("reg"), &[]);
@@ -152,12 +162,34 @@ fn cache_info_shows_what_is_held_and_gc_removes_only_what_is_unused() {
     assert!(sized["removed"].as_array().unwrap().iter().all(|r| r["reason"] == "size" || r["reason"] == "orphan"));
     assert!(cache_info(&dir)["bytes"].as_u64().unwrap() <= before / 2 + 4096 * 8, "{sized}");
 
-    // A folder that is not a cache is refused, untouched.
-    std::fs::create_dir_all(dir.join("mine")).unwrap();
+    // Folders that are not envlayer's cache are refused, untouched: one of the user's, an OCI layout
+    // (it has blobs/ too), a conda installation's package cache.
+    std::fs::create_dir_all(dir.join("mine/pkgs/numpy-1.0-0")).unwrap();
     std::fs::write(dir.join("mine/notes.txt"), "keep").unwrap();
-    let out = envlayer(&dir, &["cache", "gc", "--cache-dir", "mine", "--max-size", "0"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not an envlayer cache"));
-    assert!(dir.join("mine/notes.txt").exists());
+    for folder in ["mine", "h.oci"] {
+        let before = run(Command::new("find").arg(dir.join(folder)));
+        let out = envlayer(&dir, &["cache", "gc", "--cache-dir", folder, "--max-size", "0"]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not an envlayer cache"), "{folder}");
+        assert_eq!(run(Command::new("find").arg(dir.join(folder))), before, "{folder} untouched");
+    }
+
+    // A folder of the cache that is a link is not followed: what it points to stays.
+    let outside = dir.join("outside-pkgs");
+    std::fs::create_dir_all(outside.join("precious")).unwrap();
+    std::fs::remove_dir_all(dir.join("cache/pkgs")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("cache/pkgs")).unwrap();
+    sh(&format!("touch -d '10 days ago' {}", outside.join("precious").display()));
+    gc(&dir, &["--older-than", "1d", "--max-size", "0"]);
+    assert!(outside.join("precious").is_dir());
+
+    // A cache a running build uses is not cleaned (the dry run still lists).
+    std::fs::create_dir_all(dir.join("cache/tmp/run-live")).unwrap();
+    let mut holder = Command::new("flock").arg(dir.join("cache/tmp/run-live/.owner")).args(["sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = envlayer(&dir, &["cache", "gc", "--cache-dir", "cache", "--max-size", "0"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("in use by 1 running envlayer process"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The rows of the tables in the README section whose heading starts with `heading`, as cells (`\|`

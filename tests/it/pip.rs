@@ -100,6 +100,18 @@ fn a_pip_section_becomes_one_layer_per_wheel_and_runs_under_chroot() {
     let digests = |v: &Value| v["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(digests(&again), digests(&s));
     assert_eq!(again["work"]["compressed"], 0, "{}", again["work"]);
+
+    // The lock of another pip list is refused, naming the difference: a pin it breaks, a requirement it lacks.
+    let text = std::fs::read_to_string(&env).unwrap();
+    for (edit, expect) in [
+        (text.replace("tabulate==0.9.0", "tabulate<0.9"), "asks for pip package tabulate<0.9, the lock has tabulate 0.9.0"),
+        (text.replace("    - \"requests>=2\"", "    - \"requests>=2\"\n    - \"attrs\""), "asks for pip package attrs, which the lock does not have"),
+    ] {
+        std::fs::write(dir.join("other.yaml"), edit).unwrap();
+        let args = ["build", "other.yaml", "--base", &base, "-o", "other.oci", "--cache-dir", "cache", "--lock", "pip.oci.lock", "--index-url", &index.endpoint];
+        let (ok, _, err) = envlayer_env(&dir, &args, &[("ENVLAYER_UV", "/nonexistent/uv")]);
+        assert!(!ok && err.contains(expect), "{expect}: {err}");
+    }
 }
 
 #[test]

@@ -58,7 +58,8 @@ fn xtensor_io_and_zlib_conda_and_tar_bz2_get_the_target_prefix() {
         }
     }
     let lock = dir.join("tarbz2.lock");
-    let chans = [rattler_conda_types::Channel::try_from_directory(&real).unwrap()];
+    // The environment's channels, as a lock of it has them.
+    let chans = [&real, &stubs].map(|c| rattler_conda_types::Channel::try_from_directory(c).unwrap());
     envlayer::solve::write_lock(&solved, &[], std::path::Path::new("/"), &chans, rattler_conda_types::Subdir::Linux64, &lock).unwrap();
     let s2 = build_json(&dir, &[env.to_str().unwrap(), "--cache-dir", "cache", "-o", "tarbz2.oci", "--lock", lock.to_str().unwrap()]);
     let zlib2 = s2["packages"].as_array().unwrap().iter().find(|p| p["name"] == "zlib").unwrap();

@@ -28,12 +28,15 @@ pub enum RegistryError {
         reason: String,
     },
     /// Nothing listens at the registry's address.
-    #[error("{registry}: {what}: connection refused: is a registry running at {registry} (host and port right)?")]
+    #[error("{registry}: {what}: connection refused: is a registry running at {registry} (host and port right)? Nothing answered, so this was not retried")]
     ConnectionRefused {
-        /// The registry.
+        /// The host refused.
         registry: String,
         /// The operation.
         what: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
     },
     /// The registry answered HTTPS with something else (plain HTTP).
     #[error("{registry}: {what}: the registry does not speak HTTPS (\"received corrupt message\"): if it serves plain HTTP on purpose, pass --insecure-registry {registry}")]

@@ -84,6 +84,9 @@ pub struct Registry {
     credential: Credential,
     tokens: Mutex<HashMap<String, String>>,
     basic: AtomicBool,
+    /// Whether the registry has answered a request: until then a refused connection means nothing
+    /// listens there (fail at once); afterwards it may be a restart (retried).
+    answered: AtomicBool,
     options: ClientOptions,
     /// What was sent.
     pub stats: Stats,
@@ -157,6 +160,7 @@ impl Registry {
             credential,
             tokens: Mutex::new(HashMap::new()),
             basic: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             options,
             stats: Stats::default(),
         })
@@ -264,8 +268,10 @@ impl Registry {
                 }
                 Some(Err(e)) => {
                     // Nothing listens there: retrying for seconds would only delay the answer.
-                    if chain_has(&e, |s| s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)) {
-                        return Err(RegistryError::ConnectionRefused { registry: self.host.clone(), what: what.into() });
+                    let refused = chain_has(&e, |s| s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused));
+                    if refused && !self.answered.load(Ordering::Relaxed) {
+                        let host = e.url().and_then(|u| u.host_str().map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))).unwrap_or_else(|| self.host.clone());
+                        return Err(RegistryError::ConnectionRefused { registry: escape(&host), what: what.into(), source: e });
                     }
                     // A TLS handshake answered by something that is not TLS: a plain-HTTP registry.
                     if self.base.scheme() == "https" && chain_has(&e, |s| s.to_string().to_lowercase().contains("corrupt message")) {
@@ -281,6 +287,7 @@ impl Registry {
                     None
                 }
                 Some(Ok(resp)) => {
+                    self.answered.store(true, Ordering::Relaxed);
                     let status = resp.status();
                     // Only the registry's own answers are challenges to answer: a storage host or an
                     // upload location elsewhere that asks for credentials gets none.
