@@ -38,6 +38,7 @@ pub async fn push(args: PushArgs) -> Result<()> {
     };
     let settings = args.registry.settings();
     let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
+    warn_expiry(&dir, tag.as_deref(), &target);
     let report = lifecycle::push_layout(&dir, tag.as_deref(), &target, &settings, &cache, usize::from(args.push_jobs.push_jobs)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -46,4 +47,18 @@ pub async fn push(args: PushArgs) -> Result<()> {
         println!("{}", report.reference);
     }
     Ok(())
+}
+
+/// An image built with a TTL carries Quay's expiry label in its config: pushed to a tag the user names,
+/// Quay expires that tag. Said before the push (the image is pushed as it was built).
+fn warn_expiry(dir: &std::path::Path, tag: Option<&str>, target: &Reference) {
+    let Ok(image) = envlayer::image::read_layout_image(dir, tag) else { return };
+    let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap_or_default();
+    if let (Some(ttl), Some(to)) = (config["config"]["Labels"][envlayer::keys::LABEL_QUAY_EXPIRES].as_str(), &target.tag) {
+        eprintln!(
+            "warning: this image was built with --ttl {}: Quay will expire the tag {} after that, and images built FROM it inherit the label; rebuild without --ttl for a tag that stays",
+            envlayer::net::escape(ttl),
+            envlayer::net::escape(to)
+        );
+    }
 }

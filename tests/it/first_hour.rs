@@ -75,6 +75,11 @@ fn a_named_tag_gets_no_expiry_and_prune_never_deletes_what_a_user_tagged() {
     let (ok, _, err) = envlayer_env(&dir, &[&["build", hello.to_str().unwrap(), "--push", &nightly, "--ttl", "2h"][..], &base].concat(), &[]);
     assert!(ok, "{err}");
     assert_eq!(skopeo_json(&[], &nightly)["Labels"]["quay.expires-after"], "2h");
+    // `push` of a layout built with a TTL to a named tag says what that means.
+    let (ok, _, err) = envlayer_env(&dir, &[&["build", hello.to_str().unwrap(), "-o", "ttl.oci", "--ttl", "2h"][..], &base].concat(), &[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = envlayer_env(&dir, &["push", "ttl.oci", &format!("{repo}:kept"), "--cache-dir", "cache"], &[]);
+    assert!(ok && err.contains("warning: this image was built with --ttl 2h: Quay will expire the tag kept"), "{err}");
 
     // resolve's environment tags expire in 24h; --json is --format json.
     let resolve = |env: &Path| -> Value {
@@ -99,8 +104,9 @@ fn a_named_tag_gets_no_expiry_and_prune_never_deletes_what_a_user_tagged() {
     for l in &lines[1..] {
         assert_eq!(l.find("sha256:"), Some(column("DIGEST")), "aligned: {table}");
     }
-    // prod and nightly were built now (no --now), after the resolves at T0: they come first.
-    assert!(lines[1].starts_with("nightly") || lines[1].starts_with("prod"), "{table}");
+    // prod, nightly and kept were built now (no --now), after the resolves at T0: they come first.
+    assert!(["nightly", "prod", "kept"].iter().any(|t| lines[1].starts_with(t)), "{table}");
+    assert!(lines.last().unwrap().starts_with("gone-") || lines.last().unwrap().starts_with("stable"), "{table}");
     assert!(!table.lines().any(|l| l.split_whitespace().any(|w| w.contains('T') && w.contains('.'))), "no fractions of seconds: {table}");
     let pinned_row = lines.iter().find(|l| l.starts_with("pinned-") || l.starts_with("stable")).unwrap();
     assert!(pinned_row.contains("stable") && pinned_row.contains("expired"), "{table}");
