@@ -18,6 +18,7 @@ pub mod install;
 pub mod keys;
 pub mod link_scripts;
 pub mod lifecycle;
+pub mod lockfile;
 pub mod pyc;
 pub mod pypi;
 pub mod runtime_install;
@@ -25,6 +26,7 @@ pub mod reporter;
 pub mod solve;
 pub mod spec;
 pub mod testkit;
+mod yaml_checks;
 
 pub use envlayer_oci::{files, image, net, output, push, registry, scratch};
 pub use build::{build, BuildError, BuildOptions, BuildOutput, BuildSummary};

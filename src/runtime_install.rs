@@ -97,7 +97,7 @@ pub async fn ensure_installed(runtime_dir: &Path, reporter: &dyn crate::Reporter
     }
     let lock = runtime_dir.join("env.lock");
     let platform = rattler_conda_types::Subdir::current().unwrap_or(rattler_conda_types::Subdir::Linux64);
-    let all_records = crate::solve::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
+    let all_records = crate::lockfile::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Install {
         name: name.clone(),
         prefix: prefix.display().to_string(),
@@ -137,7 +137,7 @@ pub async fn ensure_installed(runtime_dir: &Path, reporter: &dyn crate::Reporter
     // Link scripts of the packages installed now, in dependency order, each marked when it succeeded.
     let runtime_names: Vec<String> =
         settings["runtime_packages"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
-    let records = crate::solve::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
+    let records = crate::lockfile::read_lock(&lock, platform).map_err(|e| setup(&lock, e.to_string()))?.records;
     for record in records.iter().filter(|r| runtime_names.iter().any(|n| n == r.package_record.name.as_normalized())) {
         run_link_scripts(&prefix, record, reporter)?;
     }

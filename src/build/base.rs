@@ -2,9 +2,37 @@
 //! output, a registry base's layers are downloaded into the cache (once); otherwise only its manifest
 //! and config are read.
 
-use super::{BaseRef, BuildError, BuildOptions};
+use super::{BuildError, BuildOptions};
+use std::path::PathBuf;
 use crate::cache::LayerCache;
 use crate::image::BaseImage;
+
+/// The image a build goes on top of.
+#[derive(Debug, Clone)]
+pub enum BaseRef {
+    /// An OCI image layout directory, and the image's tag in it if it holds more than one.
+    Layout {
+        /// The directory.
+        layout: PathBuf,
+        /// The tag.
+        tag: Option<String>,
+    },
+    /// An image in a registry.
+    Registry(crate::registry::Reference),
+    /// No base, on purpose (`--base scratch`): the image holds the environment only.
+    Scratch,
+}
+
+impl std::fmt::Display for BaseRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Layout { layout, tag: Some(t) } => write!(f, "{}:{t}", layout.display()),
+            Self::Layout { layout, tag: None } => write!(f, "{}", layout.display()),
+            Self::Registry(r) => write!(f, "{r}"),
+            Self::Scratch => f.write_str("scratch"),
+        }
+    }
+}
 
 /// Reads the base named by the options, if any, for the platform `os_arch`.
 pub async fn read(opts: &BuildOptions, os_arch: &(String, String, Option<String>)) -> Result<Option<BaseImage>, BuildError> {

@@ -5,7 +5,7 @@
 use super::{dist_name, io_err, BuildError, BuildOptions, Inputs, Plan};
 use crate::cache::{pack_into_cache, CachedLayer, LayerCache};
 use crate::fetch::PackageStore;
-use crate::solve::{self, Solved};
+use crate::solve::Solved;
 use crate::spec::{EnvSpec, InstallMode};
 use envlayer_layers::{Digest, Source};
 use rattler_conda_types::RepoDataRecord;
@@ -28,7 +28,7 @@ pub struct EnvLayers {
 fn lock_of(records: Vec<RepoDataRecord>, wheels: &[crate::pypi::Dist], opts: &BuildOptions, inputs: &Inputs, cache: &LayerCache) -> Result<String, BuildError> {
     let tmp = tempfile::Builder::new().prefix("lock-").tempdir_in(cache.tmp_dir()?).map_err(io_err(&opts.cache_dir))?;
     let path = tmp.path().join("lock");
-    solve::write_lock(&Solved { records }, wheels, &inputs.spec.root_dir, &inputs.channels, opts.platform, &path)?;
+    crate::lockfile::write_lock(&Solved { records }, wheels, &inputs.spec.root_dir, &inputs.channels, opts.platform, &path)?;
     std::fs::read_to_string(&path).map_err(io_err(&path))
 }
 

@@ -61,7 +61,7 @@ pub async fn lock(opts: &BuildOptions, path: &Path, reporter: &dyn Reporter) -> 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(super::io_err(dir))?;
     }
-    solve::write_lock(&Solved { records: records.clone() }, &wheels, &inputs.spec.root_dir, &inputs.channels, opts.platform, path)?;
+    crate::lockfile::write_lock(&Solved { records: records.clone() }, &wheels, &inputs.spec.root_dir, &inputs.channels, opts.platform, path)?;
     Ok(LockSummary {
         name: inputs.spec.name.clone(),
         lock: path.to_path_buf(),

@@ -18,6 +18,7 @@ pub mod pip;
 pub mod plan;
 pub mod summary;
 
+pub use base::BaseRef;
 pub use env_layer::EnvLayers;
 pub use error::BuildError;
 use error::io_err;
@@ -35,33 +36,6 @@ use rattler_conda_types::{RepoDataRecord, Subdir};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// The image a build goes on top of.
-#[derive(Debug, Clone)]
-pub enum BaseRef {
-    /// An OCI image layout directory, and the image's tag in it if it holds more than one.
-    Layout {
-        /// The directory.
-        layout: PathBuf,
-        /// The tag.
-        tag: Option<String>,
-    },
-    /// An image in a registry.
-    Registry(crate::registry::Reference),
-    /// No base, on purpose (`--base scratch`): the image holds the environment only.
-    Scratch,
-}
-
-impl std::fmt::Display for BaseRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Layout { layout, tag: Some(t) } => write!(f, "{}:{t}", layout.display()),
-            Self::Layout { layout, tag: None } => write!(f, "{}", layout.display()),
-            Self::Registry(r) => write!(f, "{r}"),
-            Self::Scratch => f.write_str("scratch"),
-        }
-    }
-}
 
 /// How registries are reached, for registry bases (and pushes by the caller).
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ pub async fn resolve(opts: &BuildOptions, inputs: &Inputs) -> Result<Vec<RepoDat
     solve::check_sources(&spec.specs, &[], &channels, &env_name)?;
     let records = match &opts.lock {
         Some(lock) => {
-            let solved = solve::read_lock(lock, opts.platform)?;
+            let solved = crate::lockfile::read_lock(lock, opts.platform)?;
             // A lock made from another environment is refused before anything of it is used.
             super::lock::check_conda(lock, inputs, &solved.records)?;
             solve::check_sources(&[], &solved.records, &channels, &format!("lock file {}", lock.display()))?;

@@ -9,6 +9,7 @@ mod push;
 mod repo;
 mod resolve;
 mod runtime;
+mod values;
 mod progress;
 
 use clap::{Parser, Subcommand};

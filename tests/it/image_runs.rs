@@ -74,7 +74,7 @@ fn local_python_image_runs_and_matches_a_rattler_install() {
 
     // A plain rattler install of the same packages at the same prefix.
     let plain = dir.join("plain");
-    let records = envlayer::solve::read_lock(Path::new(s["lock"].as_str().map(|l| dir.join(l)).unwrap().as_path()), rattler_conda_types::Subdir::Linux64).unwrap().records;
+    let records = envlayer::lockfile::read_lock(Path::new(s["lock"].as_str().map(|l| dir.join(l)).unwrap().as_path()), rattler_conda_types::Subdir::Linux64).unwrap().records;
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         rattler::install::Installer::new()
             .with_target_platform(rattler_conda_types::Subdir::Linux64)

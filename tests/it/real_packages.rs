@@ -51,7 +51,7 @@ fn xtensor_io_and_zlib_conda_and_tar_bz2_get_the_target_prefix() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tarbz2 = real.join("linux-64/zlib-1.2.11-h7b6447c_3.tar.bz2");
     let record = rt.block_on(rattler_package_streaming::fs::repodata_record_from_package_archive(&tarbz2)).unwrap();
-    let mut solved = envlayer::solve::read_lock(&dir.join("real.oci.lock"), rattler_conda_types::Subdir::Linux64).unwrap();
+    let mut solved = envlayer::lockfile::read_lock(&dir.join("real.oci.lock"), rattler_conda_types::Subdir::Linux64).unwrap();
     for r in solved.records.iter_mut() {
         if r.package_record.name.as_normalized() == "zlib" {
             *r = record.clone();
@@ -60,7 +60,7 @@ fn xtensor_io_and_zlib_conda_and_tar_bz2_get_the_target_prefix() {
     let lock = dir.join("tarbz2.lock");
     // The environment's channels, as a lock of it has them.
     let chans = [&real, &stubs].map(|c| rattler_conda_types::Channel::try_from_directory(c).unwrap());
-    envlayer::solve::write_lock(&solved, &[], std::path::Path::new("/"), &chans, rattler_conda_types::Subdir::Linux64, &lock).unwrap();
+    envlayer::lockfile::write_lock(&solved, &[], std::path::Path::new("/"), &chans, rattler_conda_types::Subdir::Linux64, &lock).unwrap();
     let s2 = build_json(&dir, &[env.to_str().unwrap(), "--cache-dir", "cache", "-o", "tarbz2.oci", "--lock", lock.to_str().unwrap()]);
     let zlib2 = s2["packages"].as_array().unwrap().iter().find(|p| p["name"] == "zlib").unwrap();
     assert!(zlib2["file_name"].as_str().unwrap().ends_with(".tar.bz2"), "{zlib2}");
