@@ -338,7 +338,7 @@ pub async fn push_layout(
     let base_label = config["config"]["Labels"][crate::keys::LABEL_BASE].as_str().and_then(|b| b.parse::<Reference>().ok());
     if let Some(r) = base_label.filter(|r| r.registry == target.registry && r.digest.is_some()) {
         let arch = config["architecture"].as_str().unwrap_or("amd64");
-        if let Ok(b) = registry::read_base(&registry, &r, "linux", arch).await {
+        if let Ok(b) = registry::read_base(&registry, &r, "linux", arch, config["variant"].as_str()).await {
             for blob in image.layers.iter_mut() {
                 if let Some(remote) = b.layers.iter().find(|l| l.digest == blob.digest).and_then(|l| l.remote.clone()) {
                     blob.remote = Some(remote);

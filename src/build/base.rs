@@ -68,7 +68,7 @@ async fn read_any(opts: &BuildOptions, os_arch: &(String, String, Option<String>
         Some(BaseRef::Layout { layout, tag }) => Some(crate::image::read_oci_layout(layout, tag.as_deref())?),
         Some(BaseRef::Registry(reference)) => {
             let registry = crate::registry::connect(reference, &opts.registry.auth, &opts.registry.client).await?;
-            let mut b = crate::registry::read_base(&registry, reference, &os_arch.0, &os_arch.1).await?;
+            let mut b = crate::registry::read_base(&registry, reference, &os_arch.0, &os_arch.1, os_arch.2.as_deref()).await?;
             if opts.output.is_some() {
                 // A local layout must hold every blob: fetch the base's layers into the cache, once.
                 let cache = LayerCache::new(opts.cache_dir.clone());

@@ -19,9 +19,9 @@ pub async fn connect(reference: &Reference, sources: &AuthSources, options: &Cli
 
 /// Reads a base image's manifest and config from a registry (never its layers: they are mounted or
 /// copied when pushing, and downloaded only when a local layout is written). An index is resolved to
-/// the manifest for `os`/`architecture`, whose digest is checked: a base pinned by digest cannot be
+/// the manifest for `os`/`architecture` (of `variant` when the index has several), whose digest is checked: a base pinned by digest cannot be
 /// swapped through an index entry.
-pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, architecture: &str) -> Result<BaseImage, RegistryError> {
+pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, architecture: &str, variant: Option<&str>) -> Result<BaseImage, RegistryError> {
     let json = |source| RegistryError::BadJson { registry: registry.host().to_string(), what: format!("base {reference}: manifest"), source };
     let digest_of = |part: &str| {
         let part = format!("base {reference}: {part}");
@@ -33,7 +33,16 @@ pub async fn read_base(registry: &Registry, reference: &Reference, os: &str, arc
         let entry = manifest["manifests"]
             .as_array()
             .and_then(|m| {
-                m.iter().find(|e| e["platform"]["os"] == os && e["platform"]["architecture"] == architecture)
+                // Of the entries for os/architecture: the one of the wanted variant, else one that names
+                // none, else the first (whose variant the build then checks).
+                let candidates: Vec<&serde_json::Value> = m.iter().filter(|e| e["platform"]["os"] == os && e["platform"]["architecture"] == architecture).collect();
+                let v = |e: &&serde_json::Value| e["platform"]["variant"].as_str().map(String::from);
+                candidates
+                    .iter()
+                    .find(|e| variant.is_some() && v(e).as_deref() == variant)
+                    .or_else(|| candidates.iter().find(|e| v(e).is_none()))
+                    .or_else(|| candidates.first())
+                    .copied()
             })
             .ok_or_else(|| RegistryError::NoPlatform { reference: reference.to_string(), platform: format!("{os}/{architecture}") })?;
         let d: Digest = entry["digest"].as_str().unwrap_or_default().parse().map_err(digest_of(&format!("the index entry for {os}/{architecture}")))?;
