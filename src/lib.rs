@@ -22,13 +22,14 @@ pub mod lockfile;
 pub mod pyc;
 pub mod pypi;
 pub mod runtime_install;
+pub mod sbom;
 pub mod reporter;
 pub mod solve;
 pub mod spec;
 pub mod testkit;
 mod yaml_checks;
 
-pub use envlayer_oci::{files, image, net, output, push, registry, scratch};
+pub use envlayer_oci::{files, image, net, output, push, referrers, registry, scratch};
 pub use build::{build, BuildError, BuildOptions, BuildOutput, BuildSummary};
 pub use envlayer_layers::{Compression, Digest};
 pub use reporter::{NoReporter, Reporter, Stage};

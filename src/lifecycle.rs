@@ -56,6 +56,9 @@ pub struct EnvImage {
     pub size: u64,
     /// Packages installed when the container starts (link scripts, or the whole environment).
     pub runtime_packages: Vec<String>,
+    /// `prune`: the artifacts about this image (its SBOMs) deleted with it, by digest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<String>,
 }
 
 /// Why a lifecycle command failed.
@@ -150,6 +153,7 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
             .as_str()
             .map(|s| s.split(',').filter(|p| !p.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
+        referrers: Vec::new(),
     }))
 }
 
@@ -216,15 +220,37 @@ pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, 
                 expired.retain(|img| img.digest != d.to_string());
             }
         }
-        for img in &expired {
+        for img in expired.iter_mut() {
             let digest: Digest = img
                 .digest
                 .parse()
                 .map_err(|source| RegistryError::BadDigest { subject: format!("{}: {}:{}", registry.host(), repo.repository, img.tag), source })?;
             registry.delete_manifest(&repo.repository, &digest).await?;
+            img.referrers = delete_referrers(registry, repo, &digest).await;
         }
     }
     Ok(expired)
+}
+
+/// Deletes the artifacts listed under the referrers tag of `subject` (its SBOMs) whose subject it is,
+/// then the tag's index; returns the digests deleted. Best effort: the image itself is already gone.
+async fn delete_referrers(registry: &Registry, repo: &Reference, subject: &Digest) -> Vec<String> {
+    let tag = crate::referrers::referrers_tag(subject);
+    let Ok((bytes, _, index_digest)) = registry.get_manifest(&repo.repository, &tag).await else { return Vec::new() };
+    let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let mut deleted = Vec::new();
+    for entry in index["manifests"].as_array().into_iter().flatten() {
+        let Some(d) = entry["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else { continue };
+        let Ok((m, _, _)) = registry.get_manifest(&repo.repository, &d.to_string()).await else { continue };
+        let about_subject = serde_json::from_slice::<serde_json::Value>(&m).ok().is_some_and(|m| m["subject"]["digest"] == subject.to_string());
+        if about_subject && registry.delete_manifest(&repo.repository, &d).await.is_ok() {
+            deleted.push(d.to_string());
+        }
+    }
+    if registry.delete_manifest(&repo.repository, &index_digest).await.is_ok() {
+        deleted.push(index_digest.to_string());
+    }
+    deleted
 }
 
 /// What `resolve` did.
@@ -242,6 +268,8 @@ pub struct Resolved {
     pub build: Option<BuildSummary>,
     /// The push, on a miss.
     pub push: Option<crate::push::PushReport>,
+    /// The SBOM attached to the image, on a miss.
+    pub sbom: Option<crate::referrers::Attached>,
     /// Milliseconds per stage (`lookup`, and on a miss `build` and `push`).
     pub timings_ms: std::collections::BTreeMap<String, u64>,
 }
@@ -276,7 +304,7 @@ pub async fn resolve(
         ours
     });
     if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
-        return Ok(Resolved { name: spec.name, reference: img.reference.clone(), hit: true, image: img, build: None, push: None, timings_ms: timings });
+        return Ok(Resolved { name: spec.name, reference: img.reference.clone(), hit: true, image: img, build: None, push: None, sbom: None, timings_ms: timings });
     }
     if no_build {
         return Err(LifecycleError::Miss { name: spec.name, repo: repo.to_string(), tag });
@@ -296,11 +324,15 @@ pub async fn resolve(
             .put_manifest(&repo.repository, &build_tag(&tag, &created), &built.image.manifest, "application/vnd.oci.image.manifest.v1+json")
             .await?;
     }
+    let sbom = match &built.sbom {
+        Some((format, bytes)) => Some(crate::sbom::attach(&registry, &repo.repository, &built.image, *format, bytes).await?),
+        None => None,
+    };
     timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);
     let img = inspect(&registry, repo, &tag, opts.now)
         .await?
         .ok_or_else(|| RegistryError::Vanished { registry: registry.host().to_string(), reference: format!("{}:{tag}", repo.repository) })?;
-    Ok(Resolved { name: spec.name, reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), push: Some(push), timings_ms: timings })
+    Ok(Resolved { name: spec.name, reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), push: Some(push), sbom, timings_ms: timings })
 }
 
 /// A Kubernetes container entry for the resolved image (a YAML list of one), written by a serializer:

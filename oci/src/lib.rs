@@ -11,5 +11,6 @@ pub mod image;
 pub mod net;
 pub mod output;
 pub mod push;
+pub mod referrers;
 pub mod registry;
 pub mod scratch;

@@ -53,6 +53,8 @@ pub struct BuildOutput {
     pub summary: BuildSummary,
     /// The image: config, manifest, and where each blob is.
     pub image: image::Image,
+    /// Its SBOM, unless turned off.
+    pub sbom: Option<(crate::sbom::SbomFormat, Vec<u8>)>,
 }
 
 /// Everything a build needs to know. The CLI fills it in; the library reads no environment variable and
@@ -125,6 +127,8 @@ pub struct BuildOptions {
     pub uv: PathBuf,
     /// The `.netrc` with index credentials, if any.
     pub netrc: Option<PathBuf>,
+    /// The SBOM made with the image (written beside a layout, attached to a pushed image); none to skip.
+    pub sbom: Option<crate::sbom::SbomFormat>,
     /// Build source distributions into wheels (with the environment's python). Off by default: a build
     /// runs the package's own code on this machine, where it can read what envlayer can, index
     /// credentials included.
@@ -167,6 +171,7 @@ impl BuildOptions {
             uv: PathBuf::from("uv"),
             netrc: None,
             build_sdists: false,
+            sbom: Some(crate::sbom::SbomFormat::Spdx),
         }
     }
 
@@ -301,6 +306,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     timings.extend(baked.timings_ms.iter().map(|(k, v)| (format!("layers.{k}"), *v)));
 
     let times = config::times(opts, &records);
+    let manifest_created = times.1.clone();
     let env = env_layer::build(opts, &inputs, &records, &wheels, &plan, &store, &cache, &times.0).await?;
     reporter.advance(Stage::Pack, "environment");
     reporter.finish(Stage::Pack);
@@ -310,10 +316,30 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let layers = assemble::layers(base.as_ref(), &baked, &env, &records, &wheels, &plan.runtime_packages, &inputs, &cache);
     let img = image::assemble(base.as_ref(), &layers.new, &settings);
 
+    let sbom = opts.sbom.map(|format| {
+        let input = crate::sbom::SbomInput {
+            name: &inputs.spec.name,
+            image: &img.digest(),
+            created: &manifest_created,
+            records: &records,
+            wheels: &wheels,
+            base: base.as_ref().map(|b| (b.origin.as_deref(), &b.manifest_digest)),
+        };
+        (format, crate::sbom::render(format, &input))
+    });
+
     let t2 = Instant::now();
     reporter.start(Stage::Write, 1);
+    let mut sbom_file = None;
+    let mut sbom_warning = None;
     if let Some(output) = &opts.output {
         crate::output::write(&img, output, &opts.tag, &env.lock_text, OWNERSHIP)?;
+        if let Some((format, bytes)) = &sbom {
+            match crate::sbom::write_beside(output, *format, bytes) {
+                Ok(p) => sbom_file = Some(p),
+                Err(w) => sbom_warning = Some(w),
+            }
+        }
     }
     // Without a layout, the lock is kept in the cache, named by the environment and the image's digest
     // (one lock per image: a later build of the environment does not replace it), so it can be found,
@@ -339,6 +365,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     }));
     warnings.extend(plan.messages.iter().map(|m| format!("message from {m}")));
     warnings.extend(config_warnings);
+    warnings.extend(sbom_warning);
     if opts.base.is_none() {
         warnings.push(
             "no --base: the image holds the environment and nothing else (no libc, no shell): it cannot run a command by itself. \
@@ -377,6 +404,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
         clobbers: baked.clobbers.clone(),
         messages: plan.messages.clone(),
         pyc: PycSummary { compiled: plan.pyc_python.is_some(), files: pyc_files, reason: plan.pyc_reason.clone() },
+        sbom: sbom.as_ref().map(|(format, bytes)| summary::SbomSummary { format: *format, digest: envlayer_layers::Digest::of(bytes).to_string(), file: sbom_file }),
     };
-    Ok(BuildOutput { summary, image: img })
+    Ok(BuildOutput { summary, image: img, sbom })
 }

@@ -4,6 +4,17 @@ use rattler_conda_types::RepoDataRecord;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// The SBOM made with the image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SbomSummary {
+    /// SPDX or CycloneDX.
+    pub format: crate::sbom::SbomFormat,
+    /// The digest of its bytes.
+    pub digest: String,
+    /// The file beside the layout output, if one was written.
+    pub file: Option<PathBuf>,
+}
+
 /// What a build did, for people (`--json`) and tests.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildSummary {
@@ -51,6 +62,8 @@ pub struct BuildSummary {
     pub messages: Vec<String>,
     /// How many `.pyc` files were compiled into the layers, or why none were.
     pub pyc: PycSummary,
+    /// The SBOM, unless `--sbom none`.
+    pub sbom: Option<SbomSummary>,
 }
 
 /// Whether `.pyc` files are in the image.

@@ -20,6 +20,13 @@ pub enum Codec {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum Sbom {
+    Spdx,
+    Cyclonedx,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum LinkScripts {
     Runtime,
     Fail,
@@ -193,6 +200,10 @@ pub struct BuildFlags {
     /// starts, refuse to build, or bake them anyway with a warning.
     #[arg(long, value_enum, default_value = "runtime")]
     pub link_scripts: LinkScripts,
+    /// The image's SBOM: SPDX 2.3 or CycloneDX 1.6 JSON, written beside a layout output (DIR.spdx.json,
+    /// DIR.cdx.json) and attached to a pushed image as an OCI artifact whose subject is the image.
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub sbom: Sbom,
     /// Do not compile .pyc files into the layers.
     #[arg(long)]
     pub no_pyc: bool,
@@ -345,6 +356,11 @@ impl BuildFlags {
             LinkScripts::Ignore => envlayer::link_scripts::LinkScriptPolicy::Ignore,
         };
         opts.pyc = !self.no_pyc;
+        opts.sbom = match self.sbom {
+            Sbom::Spdx => Some(envlayer::sbom::SbomFormat::Spdx),
+            Sbom::Cyclonedx => Some(envlayer::sbom::SbomFormat::Cyclonedx),
+            Sbom::None => None,
+        };
         opts.now = self.clock.now()?;
         opts.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(s) if !s.is_empty() => Some(s.parse().map_err(|_| format!("SOURCE_DATE_EPOCH={s:?} is not a number"))?),

@@ -43,17 +43,23 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     reporter.clear();
     let built = built?;
     let summary = &built.summary;
+    let mut attached = None;
     let pushed = match &push_ref {
         Some(target) => {
             let registry = envlayer::registry::connect(target, &opts.registry.auth, &opts.registry.client).await?;
             let mut locations = envlayer::push::BlobLocations::load(&opts.cache_dir, &target.registry);
-            Some(envlayer::push::push_image(&registry, target, &built.image, usize::from(args.push_jobs.push_jobs), &mut locations).await?)
+            let report = envlayer::push::push_image(&registry, target, &built.image, usize::from(args.push_jobs.push_jobs), &mut locations).await?;
+            if let Some((format, bytes)) = &built.sbom {
+                attached = Some(envlayer::sbom::attach(&registry, &target.repository, &built.image, *format, bytes).await?);
+            }
+            Some(report)
         }
         None => None,
     };
     if args.json {
         let mut v = serde_json::to_value(summary)?;
         v["push"] = serde_json::to_value(&pushed)?;
+        v["sbom_artifact"] = serde_json::to_value(&attached)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -78,6 +84,12 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     }
     if let Some(lock) = &summary.lock {
         eprintln!("  lock: {} (build from it with --lock)", lock.display());
+    }
+    if let Some(file) = summary.sbom.as_ref().and_then(|s| s.file.as_ref()) {
+        eprintln!("  sbom: {}", file.display());
+    }
+    if let Some(a) = &attached {
+        eprintln!("  sbom: {} ({})", a.reference, a.tag.as_deref().map(|t| format!("listed under the tag {t}")).unwrap_or_else(|| "found through the referrers API".into()));
     }
     match pushed {
         Some(p) => {

@@ -40,10 +40,16 @@ pub async fn push(args: PushArgs) -> Result<()> {
     let cache = args.cache_dir.unwrap_or_else(default_cache_dir);
     warn_expiry(&dir, tag.as_deref(), &target);
     let report = lifecycle::push_layout(&dir, tag.as_deref(), &target, &settings, &cache, usize::from(args.push_jobs.push_jobs)).await?;
+    let attached = attach_sbom(&dir, tag.as_deref(), &target, &settings).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["sbom_artifact"] = serde_json::to_value(&attached)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         eprintln!("pushed: {} blobs uploaded ({} bytes), {} mounted, {} already there", report.uploaded.len(), report.uploaded_bytes, report.mounted, report.existing);
+        for a in &attached {
+            eprintln!("sbom: {} ({})", a.reference, a.artifact_type);
+        }
         println!("{}", report.reference);
     }
     Ok(())
@@ -61,4 +67,27 @@ fn warn_expiry(dir: &std::path::Path, tag: Option<&str>, target: &Reference) {
             envlayer::net::escape(to)
         );
     }
+}
+
+/// Attaches the SBOMs the build wrote beside the layout (`DIR.spdx.json`, `DIR.cdx.json`) that describe
+/// the image pushed; an SBOM of another image is left out.
+async fn attach_sbom(
+    dir: &std::path::Path,
+    tag: Option<&str>,
+    target: &Reference,
+    settings: &envlayer::build::RegistrySettings,
+) -> Result<Vec<envlayer::referrers::Attached>> {
+    use envlayer::sbom::{self, SbomFormat};
+    let image = envlayer::image::read_layout_image(dir, tag)?;
+    let mut out = Vec::new();
+    for format in [SbomFormat::Spdx, SbomFormat::Cyclonedx] {
+        let path = sbom::beside(dir, format);
+        let small = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() < (64 << 20));
+        let Some(bytes) = small.then(|| std::fs::read(&path).ok()).flatten() else { continue };
+        if sbom::described_image(&bytes) == Some((format, image.digest().to_string())) {
+            let registry = envlayer::registry::connect(target, &settings.auth, &settings.client).await?;
+            out.push(sbom::attach(&registry, &target.repository, &image, format, &bytes).await?);
+        }
+    }
+    Ok(out)
 }

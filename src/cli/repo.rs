@@ -130,6 +130,9 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
             for t in &i.tags {
                 println!("{verb} {repo}:{} {} (created {})", envlayer::net::escape(t), i.digest, short_time(i.created.as_deref()));
             }
+            for r in &i.referrers {
+                println!("{verb} {repo}@{r} (an artifact about {}: its SBOM or the referrers index)", i.digest);
+            }
         }
         if gone.is_empty() {
             eprintln!("nothing to prune in {repo}: no expired environment image without a tag a user named");

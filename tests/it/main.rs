@@ -23,4 +23,5 @@ mod pip;
 mod real_packages;
 mod registry;
 mod reproducible;
+mod sbom;
 mod untrusted_data;

@@ -64,6 +64,11 @@ fn a_pip_section_becomes_one_layer_per_wheel_and_runs_under_chroot() {
     let wheels_in_summary: Vec<&Value> = s["packages"].as_array().unwrap().iter().filter(|p| p["build"] == "pypi").collect();
     assert_eq!(wheels_in_summary.len(), 4, "{}", s["packages"]);
 
+    // The SBOM lists the wheels by their package URLs, with their hashes.
+    let sbom = std::fs::read_to_string(dir.join("pip.oci.spdx.json")).unwrap();
+    for purl in ["pkg:pypi/tabulate@0.9.0", "pkg:pypi/msgpack@1.1.0", "pkg:pypi/python-dateutil@2.9.0.post0", "pkg:pypi/six@1.16.0"] {
+        assert!(sbom.contains(&format!("\"{purl}\"")), "{purl}");
+    }
     // The lock lists the wheels with their URLs and hashes.
     let lock = std::fs::read_to_string(dir.join("pip.oci.lock")).unwrap();
     assert!(lock.contains("tabulate-0.9.0-py3-none-any.whl") && lock.contains("sha256"), "{lock}");

@@ -297,6 +297,19 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Whether the registry serves the referrers API for `repository` (`GET /v2/<name>/referrers/<digest>`
+    /// answers 200 with an image index). A registry without it answers 404.
+    pub async fn has_referrers_api(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let what = format!("GET referrers of {repository}@{digest}");
+        let url = self.url(&format!("v2/{repository}/referrers/{digest}"));
+        let scopes = [scope(repository, "pull")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.get(url.clone()).header(header::ACCEPT, "application/vnd.oci.image.index.v1+json"))).await?;
+        let index = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
+        Ok(resp.status() == StatusCode::OK && index)
+    }
+}
+
 /// How many pages of a tag list are read at most.
 const MAX_TAG_PAGES: usize = 1000;
 
