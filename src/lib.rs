@@ -29,7 +29,7 @@ pub mod spec;
 pub mod testkit;
 mod yaml_checks;
 
-pub use envlayer_oci::{files, image, net, output, push, referrers, registry, scratch};
+pub use envlayer_oci::{archive, files, image, net, output, push, referrers, registry, scratch};
 pub use build::{build, BuildError, BuildOptions, BuildOutput, BuildSummary};
 pub use envlayer_layers::{Compression, Digest};
 pub use reporter::{NoReporter, Reporter, Stage};

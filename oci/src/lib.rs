@@ -6,6 +6,7 @@
 //! ([`scratch`]).
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod files;
 pub mod image;
 pub mod net;

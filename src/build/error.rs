@@ -26,6 +26,9 @@ pub enum BuildError {
     /// The output folder or its lock.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    /// An archive output.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     /// Reading a base image from a registry.
     #[error("base image")]
     Registry(#[from] crate::registry::RegistryError),

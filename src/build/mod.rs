@@ -127,6 +127,8 @@ pub struct BuildOptions {
     pub uv: PathBuf,
     /// The `.netrc` with index credentials, if any.
     pub netrc: Option<PathBuf>,
+    /// Write the output as an image archive (a tar) instead of a layout folder.
+    pub archive: Option<crate::archive::ArchiveKind>,
     /// The SBOM made with the image (written beside a layout, attached to a pushed image); none to skip.
     pub sbom: Option<crate::sbom::SbomFormat>,
     /// Build source distributions into wheels (with the environment's python). Off by default: a build
@@ -172,6 +174,7 @@ impl BuildOptions {
             netrc: None,
             build_sdists: false,
             sbom: Some(crate::sbom::SbomFormat::Spdx),
+            archive: None,
         }
     }
 
@@ -218,6 +221,28 @@ pub struct Buckets {
 const OWNERSHIP: crate::output::Ownership<'static> =
     crate::output::Ownership { manifest_annotation: crate::keys::ANNOTATION_ENV_NAME, is_own_lock: &|p| rattler_lock::LockFile::from_path(p).is_ok() };
 
+/// The lock beside an archive output: nothing there, or a lock file (which is replaced).
+fn check_archive_lock(output: &std::path::Path) -> Result<(), BuildError> {
+    let lock = crate::output::lock_path(output);
+    match std::fs::symlink_metadata(&lock) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_file() && (OWNERSHIP.is_own_lock)(&lock) => Ok(()),
+        Ok(_) => Err(BuildError::LockPath { path: lock }),
+    }
+}
+
+/// Writes the lock beside an archive output, atomically.
+fn write_archive_lock(output: &std::path::Path, text: &str) -> Result<(), BuildError> {
+    let lock = crate::output::lock_path(output);
+    check_archive_lock(output)?;
+    let dir = lock.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".envlayer-lock-").tempfile_in(dir).map_err(io_err(dir))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io_err(&lock))?;
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(io_err(&lock))?;
+    tmp.persist(&lock).map_err(|e| BuildError::Io { path: lock.clone(), source: e.error })?;
+    Ok(())
+}
+
 /// What decides an image and is read before any package is: the inputs and the base.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -238,7 +263,20 @@ impl Prepared {
 pub async fn prepare(opts: &BuildOptions) -> Result<Prepared, BuildError> {
     let inputs = Inputs::read(opts)?;
     if let Some(output) = &opts.output {
-        crate::output::check(output, OWNERSHIP)?;
+        match &opts.archive {
+            None => crate::output::check(output, OWNERSHIP)?,
+            Some(kind) => {
+                crate::archive::check(output)?;
+                check_archive_lock(output)?;
+                if matches!(kind, crate::archive::ArchiveKind::Docker { .. }) && matches!(opts.compression, Compression::Zstd(_)) {
+                    return Err(crate::archive::ArchiveError::Refused {
+                        path: output.clone(),
+                        reason: "a docker archive needs gzip layers (docker load and containerd's importer take any compressed layer there for gzip): drop --compression zstd, or write -o oci-archive:FILE".into(),
+                    }
+                    .into());
+                }
+            }
+        }
     }
     let base = base::read(opts, &inputs.os_arch).await?;
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
@@ -333,7 +371,13 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let mut sbom_file = None;
     let mut sbom_warning = None;
     if let Some(output) = &opts.output {
-        crate::output::write(&img, output, &opts.tag, &env.lock_text, OWNERSHIP)?;
+        match &opts.archive {
+            None => crate::output::write(&img, output, &opts.tag, &env.lock_text, OWNERSHIP)?,
+            Some(kind) => {
+                crate::archive::write(&img, output, &opts.tag, &format!("{}:{}", inputs.spec.name, opts.tag), kind)?;
+                write_archive_lock(output, &env.lock_text)?;
+            }
+        }
         if let Some((format, bytes)) = &sbom {
             match crate::sbom::write_beside(output, *format, bytes) {
                 Ok(p) => sbom_file = Some(p),

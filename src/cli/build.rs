@@ -11,9 +11,11 @@ use std::path::PathBuf;
 pub struct BuildArgs {
     #[command(flatten)]
     flags: BuildFlags,
-    /// The OCI layout directory to write [default: <name>.oci, or none with --push].
-    #[arg(long, short)]
-    output: Option<PathBuf>,
+    /// Where the image goes: an OCI layout folder DIR, an archive oci-archive:FILE.tar, or
+    /// docker-archive:FILE.tar[:NAME:TAG] (for docker load; gzip layers only) [default: <name>.oci, or
+    /// none with --push].
+    #[arg(long, short, value_name = "DEST")]
+    output: Option<String>,
     /// Push the image to this repository (registry/repo[:tag]); prints repo@sha256:...
     #[arg(long, value_name = "REF")]
     push: Option<String>,
@@ -30,7 +32,11 @@ pub struct BuildArgs {
 pub async fn build(args: BuildArgs) -> Result<()> {
     check_tag("--tag", &args.tag)?;
     let push_ref: Option<Reference> = args.push.as_deref().map(str::parse).transpose()?;
-    let output = match (args.output, &push_ref) {
+    let (output, archive) = match args.output.as_deref().map(parse_output).transpose()? {
+        Some((path, archive)) => (Some(path), archive),
+        None => (None, None),
+    };
+    let output = match (output, &push_ref) {
         (Some(o), _) => Some(o),
         (None, Some(_)) => None,
         (None, None) => Some(PathBuf::from(format!("{}.oci", envlayer::build::inputs::read_spec(&args.flags.options(None, None)?)?.name))),
@@ -38,6 +44,7 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     // A build's tag is the user's: it gets no expiry unless --ttl says so (resolve's tags do).
     let mut opts = args.flags.options(output, None)?;
     opts.tag = args.tag;
+    opts.archive = archive;
     let reporter = Bars::new(args.flags.solve.quiet);
     let built = envlayer::build(&opts, &reporter).await;
     reporter.clear();
@@ -99,4 +106,28 @@ pub async fn build(args: BuildArgs) -> Result<()> {
         None => println!("{}", summary.manifest_digest),
     }
     Ok(())
+}
+
+/// `-o`: `oci-archive:FILE`, `docker-archive:FILE[:NAME:TAG]`, or a layout folder.
+fn parse_output(s: &str) -> Result<(PathBuf, Option<envlayer::archive::ArchiveKind>)> {
+    use envlayer::archive::ArchiveKind;
+    if let Some(file) = s.strip_prefix("oci-archive:") {
+        return Ok((PathBuf::from(file), Some(ArchiveKind::Oci)));
+    }
+    if let Some(rest) = s.strip_prefix("docker-archive:") {
+        let (file, reference) = match rest.split_once(':') {
+            Some((f, r)) => (f, Some(r.to_string())),
+            None => (rest, None),
+        };
+        if let Some(r) = &reference {
+            let ok = r.split_once(':').is_some_and(|(name, tag)| {
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)) && super::args::check_tag("-o", tag).is_ok()
+            });
+            if !ok {
+                return Err(format!("-o docker-archive:{file}:{r}: the image name must be NAME:TAG (lowercase name, an OCI tag), like myenv:1.0").into());
+            }
+        }
+        return Ok((PathBuf::from(file), Some(ArchiveKind::Docker { reference })));
+    }
+    Ok((PathBuf::from(s), None))
 }

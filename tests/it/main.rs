@@ -4,6 +4,7 @@
 
 mod common;
 
+mod archives;
 mod containerd;
 mod errors;
 mod example;
