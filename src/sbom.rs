@@ -77,7 +77,7 @@ fn channel_name(r: &RepoDataRecord) -> String {
     let Some(raw) = r.channel.as_deref() else { return String::new() };
     match url::Url::parse(raw) {
         Ok(u) if u.scheme() == "file" || u.host_str().is_some_and(|h| h.ends_with("anaconda.org")) => {
-            u.path_segments().and_then(|s| s.filter(|p| !p.is_empty()).next_back().map(String::from)).unwrap_or_default()
+            u.path_segments().and_then(|mut s| s.rfind(|p| !p.is_empty()).map(String::from)).unwrap_or_default()
         }
         Ok(u) => crate::solve::channel_display(&u),
         Err(_) => raw.to_string(),
@@ -243,12 +243,11 @@ fn cyclonedx_doc(input: &SbomInput<'_>) -> Value {
         if let Some(h) = &it.sha256 {
             c["hashes"] = json!([{"alg": "SHA-256", "content": h}]);
         }
-        match it.license.as_deref() {
-            Some(l) => match spdx_expression(l) {
-                Some(e) => c["licenses"] = json!([{"expression": e}]),
-                None => c["licenses"] = json!([{"license": {"name": l}}]),
-            },
-            None => {}
+        if let Some(l) = it.license.as_deref() {
+            c["licenses"] = match spdx_expression(l) {
+                Some(e) => json!([{"expression": e}]),
+                None => json!([{"license": {"name": l}}]),
+            };
         }
         if let Some(d) = &it.download {
             c["externalReferences"] = json!([{"type": "distribution", "url": d}]);

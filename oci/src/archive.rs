@@ -130,20 +130,22 @@ pub fn write(image: &Image, path: &Path, tag: &str, name: &str, kind: &ArchiveKi
     for folder in ["blobs/", "blobs/sha256/"] {
         tar.append_data(&mut header(0, 0o755, tar::EntryType::Directory), folder, std::io::empty()).map_err(io_err(path))?;
     }
-    let mut small: Vec<(Digest, &[u8])> = vec![(image.config_digest(), &image.config), (image.digest(), &image.manifest)];
-    small.sort_by(|a, b| a.0.hex().cmp(&b.0.hex()));
-    let mut names = std::collections::BTreeSet::new();
-    let mut entries: Vec<(String, Option<&[u8]>, Option<&crate::image::Blob>)> = small.iter().map(|(d, b)| (d.hex(), Some(*b), None)).collect();
-    entries.extend(image.layers.iter().map(|l| (l.digest.hex(), None, Some(l))));
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (hex, bytes, layer) in entries {
-        if !names.insert(hex.clone()) {
-            continue;
-        }
+    // Blobs in digest order, each once: the config and manifest from memory, layers from their files.
+    enum Source<'a> {
+        Bytes(&'a [u8]),
+        Layer(&'a crate::image::Blob),
+    }
+    let mut blobs: std::collections::BTreeMap<String, Source<'_>> = std::collections::BTreeMap::new();
+    for l in &image.layers {
+        blobs.entry(l.digest.hex()).or_insert(Source::Layer(l));
+    }
+    blobs.insert(image.config_digest().hex(), Source::Bytes(&image.config));
+    blobs.insert(image.digest().hex(), Source::Bytes(&image.manifest));
+    for (hex, source) in blobs {
         let name = format!("blobs/sha256/{hex}");
-        match (bytes, layer) {
-            (Some(b), _) => tar.append_data(&mut header(b.len() as u64, 0o644, tar::EntryType::Regular), &name, b).map_err(io_err(path))?,
-            (None, Some(l)) => {
+        match source {
+            Source::Bytes(b) => tar.append_data(&mut header(b.len() as u64, 0o644, tar::EntryType::Regular), &name, b).map_err(io_err(path))?,
+            Source::Layer(l) => {
                 let (digest, len) = crate::files::digest_file(&l.path).map_err(io_err(&l.path))?;
                 if digest != l.digest {
                     return Err(ImageError::from(crate::files::BlobError::Corrupt { path: l.path.clone(), expected: l.digest.clone(), actual: digest }).into());
@@ -151,7 +153,6 @@ pub fn write(image: &Image, path: &Path, tag: &str, name: &str, kind: &ArchiveKi
                 let f = std::fs::File::open(&l.path).map_err(io_err(&l.path))?;
                 tar.append_data(&mut header(len, 0o644, tar::EntryType::Regular), &name, f).map_err(io_err(path))?;
             }
-            (None, None) => {}
         }
     }
     tar.into_inner().and_then(|w| w.into_inner().map_err(|e| e.into_error())).map_err(io_err(path))?;
