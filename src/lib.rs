@@ -20,6 +20,7 @@ pub mod link_scripts;
 pub mod lifecycle;
 pub mod lockfile;
 pub mod pyc;
+pub mod prepull;
 pub mod pypi;
 pub mod runtime_install;
 pub mod sbom;

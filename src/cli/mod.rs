@@ -5,6 +5,7 @@ mod args;
 mod build;
 mod cache;
 mod lock;
+mod prepull;
 mod push;
 mod repo;
 mod resolve;
@@ -40,6 +41,9 @@ enum Command {
     Ls(repo::RepoArgs),
     /// Delete the expired environment images of a repository.
     Prune(repo::PruneArgs),
+    /// Print a Kubernetes DaemonSet that pre-pulls, by digest, every fresh environment image of a
+    /// repository on every (selected) node.
+    Prepull(prepull::PrepullArgs),
     /// In an image with runtime packages: install them at first start, then run CMD.
     Runtime {
         /// Install and exit (for a Kubernetes init container sharing the prefix through a volume).
@@ -129,6 +133,7 @@ async fn run(command: Command) -> ExitCode {
         },
         Command::Ls(args) => repo::ls(args).await,
         Command::Prune(args) => repo::prune(args).await,
+        Command::Prepull(args) => prepull::prepull(args).await,
         Command::Runtime { install_only, command } => runtime::runtime(install_only, command).await,
         Command::ExampleChannel { dir } => envlayer::testkit::write_channel(&dir, envlayer::testkit::example_packages())
             .await

@@ -258,6 +258,7 @@ fn the_readme_option_tables_match_help() {
         (&["resolve"], "`envlayer resolve", &[]),
         (&["ls"], "`envlayer ls", &only_prune),
         (&["prune"], "`envlayer ls", &[]),
+        (&["prepull"], "`envlayer prepull", &[]),
         (&["cache", "info"], "`envlayer cache info", &only_gc),
         (&["cache", "gc"], "`envlayer cache info", &[]),
         (&["runtime"], "`envlayer runtime", &[]),

@@ -21,6 +21,7 @@ mod lifecycle;
 mod link_scripts;
 mod output_safety;
 mod pip;
+mod prepull;
 mod real_packages;
 mod registry;
 mod reproducible;

@@ -1,0 +1,62 @@
+//! `envlayer prepull`: a DaemonSet that pre-pulls the fresh environment images of a repository.
+
+use super::args::{ClockArgs, RegistryArgs};
+use super::Result;
+use clap::Args;
+use envlayer::prepull::{self, PrepullOptions};
+use envlayer::registry::Reference;
+
+#[derive(Args)]
+pub struct PrepullArgs {
+    /// The repository (registry/repo).
+    #[arg(long)]
+    repo: String,
+    /// The DaemonSet's namespace [default: none: kubectl's current one].
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Only nodes with this label (KEY=VALUE); repeatable: all must match.
+    #[arg(long = "selector", value_name = "KEY=VALUE")]
+    selectors: Vec<String>,
+    /// The DaemonSet's name.
+    #[arg(long, default_value = "envlayer-prepull")]
+    name: String,
+    /// The image whose static /bin/busybox runs the no-op in each pulled image.
+    #[arg(long, value_name = "IMAGE", default_value = "busybox:1.36.1-musl")]
+    noop_image: String,
+    /// The image of the container that keeps the pod running.
+    #[arg(long, value_name = "IMAGE", default_value = "registry.k8s.io/pause:3.10")]
+    pause_image: String,
+    /// Print the images (references by digest) as JSON instead of the DaemonSet.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    clock: ClockArgs,
+}
+
+pub async fn prepull(args: PrepullArgs) -> Result<()> {
+    let repo: Reference = args.repo.parse()?;
+    let selector = args
+        .selectors
+        .iter()
+        .map(|s| s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("--selector {s:?}: expected KEY=VALUE")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let opts = PrepullOptions { name: args.name, namespace: args.namespace, selector, noop_image: args.noop_image, pause_image: args.pause_image };
+    prepull::check(&opts)?;
+    let settings = args.registry.settings();
+    let registry = envlayer::registry::connect(&repo, &settings.auth, &settings.client).await?;
+    let images = envlayer::lifecycle::list(&registry, &repo, args.clock.now()?).await?;
+    let fresh = prepull::fresh(&images);
+    if args.json {
+        let list: Vec<serde_json::Value> = fresh.iter().map(|i| serde_json::json!({"name": i.name, "tag": i.tag, "reference": i.reference, "digest": i.digest})).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if fresh.is_empty() {
+        eprintln!("warning: no fresh environment image in {repo}: the DaemonSet pulls nothing but its helpers");
+    }
+    print!("{}", serde_yaml::to_string(&prepull::daemonset(&fresh, &opts))?);
+    eprintln!("{} image(s) of {repo}; apply with: kubectl apply -f -", fresh.len());
+    Ok(())
+}
