@@ -60,3 +60,114 @@ pub fn read_lock(path: &Path, platform: Subdir) -> Result<Solved, SolveError> {
         .ok_or_else(|| err(format!("has no packages for {platform}")))?;
     Ok(Solved { records: install_order(records) })
 }
+
+/// Whether `path` is a conda explicit file (`@EXPLICIT` then one URL per line) rather than a
+/// rattler_lock file (envlayer's, pixi.lock, conda-lock.yml).
+pub fn is_explicit(path: &Path) -> bool {
+    let mut text = String::new();
+    let read = std::fs::File::open(path).and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_LOCK_BYTES), &mut text));
+    read.is_ok() && text.lines().any(|l| l.trim() == "@EXPLICIT")
+}
+
+/// The most bytes of a lock file read.
+const MAX_LOCK_BYTES: u64 = 64 << 20;
+
+/// The platforms of the environment `environment` (default: `default`) of a rattler_lock file, or of
+/// an explicit file (its `# platform:` line).
+pub fn lock_platforms(path: &Path, environment: Option<&str>) -> Result<Vec<Subdir>, SolveError> {
+    let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
+    if is_explicit(path) {
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        return Ok(text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("# platform:").and_then(|p| Subdir::from_str(p.trim()).ok()))
+            .collect());
+    }
+    let lock = LockFile::from_path(path).map_err(|e| err(e.to_string()))?;
+    let env = select(&lock, environment).map_err(err)?;
+    Ok(env.platforms().map(|p| p.subdir()).collect())
+}
+
+fn select<'l>(lock: &'l LockFile, environment: Option<&str>) -> Result<rattler_lock::Environment<'l>, String> {
+    let name = environment.unwrap_or(DEFAULT_ENVIRONMENT_NAME);
+    lock.environment(name).ok_or_else(|| {
+        let mut names: Vec<&str> = lock.environments().map(|(n, _)| n).collect();
+        names.sort();
+        format!("has no environment {name:?} (it has: {}); choose one with --environment", names.join(", "))
+    })
+}
+
+/// The channel URLs of the lock's environment (none for an explicit file).
+pub fn lock_channels(path: &Path, environment: Option<&str>) -> Option<Vec<String>> {
+    if is_explicit(path) {
+        return None;
+    }
+    let lock = LockFile::from_path(path).ok()?;
+    let env = select(&lock, environment).ok()?;
+    Some(env.channels().iter().map(|c| c.url.clone()).collect())
+}
+
+/// Reads the records for `platform` of the lock's environment `environment`, in install order.
+pub fn read_lock_env(path: &Path, platform: Subdir, environment: Option<&str>) -> Result<Solved, SolveError> {
+    let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
+    let lock = LockFile::from_path(path).map_err(|e| err(e.to_string()))?;
+    let env = select(&lock, environment).map_err(err)?;
+    let Some(lock_platform) = env.platforms().find(|p| p.subdir() == platform) else {
+        let has: Vec<String> = env.platforms().map(|p| p.subdir().to_string()).collect();
+        return Err(err(format!("has no packages for {platform} (it was locked for {}): pass --platform to match, or lock for {platform}", has.join(", "))));
+    };
+    let records = env.conda_repodata_records(lock_platform).map_err(|e| err(e.to_string()))?.unwrap_or_default();
+    Ok(Solved { records: install_order(records) })
+}
+
+/// Reads a conda explicit file for `platform`: each `URL#md5` or `URL#sha256` line is fetched into
+/// `store` (its hash checked) and its record made from the archive's own `info/index.json`. Every
+/// line must carry a hash: an explicit file is a lock, and a lock names exact bytes.
+pub async fn read_explicit(path: &Path, platform: Subdir, store: &crate::fetch::PackageStore) -> Result<Solved, SolveError> {
+    use rattler_conda_types::{ExplicitEnvironmentSpec, PackageRecord, RepoDataRecord};
+    let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_LOCK_BYTES), &mut text))
+        .map_err(|e| err(e.to_string()))?;
+    // rattler's parser refuses blank lines, which conda's own reader (and the draft CEP) ignore.
+    let text: String = text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("{l}\n")).collect();
+    let spec = ExplicitEnvironmentSpec::from_str(&text).map_err(|e| err(e.to_string()))?;
+    if let Some(p) = spec.platform.filter(|p| *p != platform) {
+        return Err(err(format!("is for {p}, and --platform is {platform}: pass --platform {p}")));
+    }
+    let mut records = Vec::new();
+    for entry in &spec.packages {
+        let url = entry.url.clone();
+        let shown = crate::solve::channel_display(&url);
+        let hash = entry.package_archive_hash().map_err(|e| err(format!("{shown}: {e}")))?.ok_or_else(|| err(format!("{shown} has no #sha256 or #md5: every line of an explicit lock must name its archive's hash")))?;
+        let (sha256, md5) = match hash {
+            rattler_conda_types::PackageArchiveHash::Sha256(h) => (Some(h), None),
+            rattler_conda_types::PackageArchiveHash::Md5(h) => (None, Some(h)),
+        };
+        let mut clean = url.clone();
+        clean.set_fragment(None);
+        let identifier = rattler_conda_types::package::DistArchiveIdentifier::try_from_url(&clean).ok_or_else(|| err(format!("{shown}: not a conda package archive name")))?;
+        let id = &identifier.identifier;
+        let mut record = PackageRecord::new(
+            rattler_conda_types::PackageName::from_str(&id.name).map_err(|e| err(format!("{shown}: {e}")))?,
+            rattler_conda_types::VersionWithSource::from_str(&id.version).map_err(|e| err(format!("{shown}: {e}")))?,
+            rattler_conda_types::package::BuildString::from_str(&id.build_string).map_err(|e| err(format!("{shown}: {e}")))?,
+        );
+        record.sha256 = sha256;
+        record.md5 = md5;
+        // The channel: the URL up to the subdir folder.
+        let channel = clean.as_str().rsplitn(3, '/').nth(2).map(|c| format!("{c}/"));
+        let provisional = RepoDataRecord { package_record: record, identifier: identifier.clone(), url: clean.clone(), channel: channel.clone() };
+        let (archive, _) = store.fetch_archive(&provisional).await.map_err(|e| err(format!("{shown}: {e}")))?;
+        let index: rattler_conda_types::package::IndexJson =
+            rattler_package_streaming::seek::read_package_file(&archive).map_err(|e| err(format!("{shown}: info/index.json: {e}")))?;
+        let size = std::fs::metadata(&archive).ok().map(|m| m.len());
+        let package_record = PackageRecord::from_index_json(index, size, sha256, md5).map_err(|e| err(format!("{shown}: {e}")))?;
+        if package_record.name.as_normalized() != provisional.package_record.name.as_normalized() {
+            return Err(err(format!("{shown}: the archive is package {}, not what its name says", package_record.name.as_normalized())));
+        }
+        records.push(RepoDataRecord { package_record, identifier, url: clean, channel });
+    }
+    Ok(Solved { records: install_order(records) })
+}

@@ -120,6 +120,9 @@ pub fn identity(opts: &BuildOptions, inputs: &Inputs, base_digest: Option<&Diges
         "labels": inputs.labels,
         "annotations": inputs.annotations,
     });
+    if let Some(e) = &opts.lock_environment {
+        input["lock_environment"] = serde_json::json!(e);
+    }
     // Only environments with a pip part have the key: a conda environment keeps the identity (and the
     // `resolve` hits) it had before pip support.
     if let Some(p) = &inputs.spec.pip {

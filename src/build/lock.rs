@@ -89,17 +89,17 @@ fn dep_name(dep: &str) -> Option<String> {
 /// Checks the conda part of a lock given with `--lock` against the environment file: the same channels,
 /// every spec matched by a locked package, and no locked package that nothing asks for. (The platform is
 /// checked when the lock is read; the pip part by [`check_pip`].)
-pub fn check_conda(lock: &Path, inputs: &Inputs, records: &[RepoDataRecord]) -> Result<(), BuildError> {
+pub fn check_conda(lock: &Path, environment: Option<&str>, inputs: &Inputs, records: &[RepoDataRecord]) -> Result<(), BuildError> {
     let env = inputs.spec.source.display().to_string();
     let mut differences = Vec::new();
 
-    let ours: Vec<String> = inputs.channels.iter().map(|c| channel_url(c.base_url.url().as_str())).collect();
-    let theirs: Vec<String> = rattler_lock::LockFile::from_path(lock)
-        .ok()
-        .and_then(|l| l.default_environment().map(|e| e.channels().iter().map(|c| channel_url(&c.url)).collect()))
-        .unwrap_or_default();
-    if ours != theirs {
-        differences.push(format!("channels: {env} has [{}], the lock [{}]", ours.join(", "), theirs.join(", ")));
+    // (An explicit file lists no channels: its URLs are checked against the environment's channels.)
+    if let Some(theirs) = crate::lockfile::lock_channels(lock, environment) {
+        let ours: Vec<String> = inputs.channels.iter().map(|c| channel_url(c.base_url.url().as_str())).collect();
+        let theirs: Vec<String> = theirs.iter().map(|c| channel_url(c)).collect();
+        if ours != theirs {
+            differences.push(format!("channels: {env} has [{}], the lock [{}]", ours.join(", "), theirs.join(", ")));
+        }
     }
 
     for spec in &inputs.spec.specs {

@@ -89,8 +89,11 @@ pub struct BuildOptions {
     /// A conda package alone in its layer whose archive is larger than this spans several layers, one per
     /// this many bytes of archive; none to keep every package in one layer.
     pub split_above: Option<u64>,
-    /// A lock file to install from instead of solving.
+    /// A lock file to install from instead of solving: envlayer's, a pixi.lock, a conda-lock.yml, or a
+    /// conda explicit file.
     pub lock: Option<PathBuf>,
+    /// The lock's environment (pixi.lock has several) [default: `default`].
+    pub lock_environment: Option<String>,
     /// SOURCE_DATE_EPOCH: the image's creation time, when reproducible manifests are wanted.
     pub source_date_epoch: Option<i64>,
     /// The time of the build (goes in the manifest's annotations when no SOURCE_DATE_EPOCH is given).
@@ -155,6 +158,7 @@ impl BuildOptions {
             buckets: Some(DEFAULT_BUCKETS),
             split_above: Some(DEFAULT_SPLIT_ABOVE),
             lock: None,
+            lock_environment: None,
             source_date_epoch: None,
             now: jiff::Timestamp::now(),
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),

@@ -14,9 +14,14 @@ pub async fn resolve(opts: &BuildOptions, inputs: &Inputs) -> Result<Vec<RepoDat
     solve::check_sources(&spec.specs, &[], &channels, &env_name)?;
     let records = match &opts.lock {
         Some(lock) => {
-            let solved = crate::lockfile::read_lock(lock, opts.platform)?;
+            let solved = if crate::lockfile::is_explicit(lock) {
+                let store = crate::fetch::PackageStore::new(opts.cache_dir.clone()).with_timeouts(opts.network);
+                crate::lockfile::read_explicit(lock, opts.platform, &store).await?
+            } else {
+                crate::lockfile::read_lock_env(lock, opts.platform, opts.lock_environment.as_deref())?
+            };
             // A lock made from another environment is refused before anything of it is used.
-            super::lock::check_conda(lock, inputs, &solved.records)?;
+            super::lock::check_conda(lock, opts.lock_environment.as_deref(), inputs, &solved.records)?;
             solve::check_sources(&[], &solved.records, &channels, &format!("lock file {}", lock.display()))?;
             solved.records
         }

@@ -33,7 +33,7 @@ pub struct PipContext<'a> {
 /// the pip part's resolved; empty when there are neither.
 pub async fn wheels(opts: &BuildOptions, inputs: &Inputs, cx: &PipContext<'_>) -> Result<Vec<Dist>, BuildError> {
     let locked = match &opts.lock {
-        Some(lock) => crate::pypi::dist::read_lock(lock, opts.platform, &inputs.spec.root_dir, &inputs.pip_index.find_links)
+        Some(lock) => crate::pypi::dist::read_lock(lock, opts.platform, opts.lock_environment.as_deref(), &inputs.spec.root_dir, &inputs.pip_index.find_links)
             .map_err(|reason| crate::solve::SolveError::Lock { path: lock.clone(), reason })?,
         None => Vec::new(),
     };

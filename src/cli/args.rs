@@ -132,9 +132,9 @@ pub struct SolveFlags {
     /// The uv program that resolves pip requirements.
     #[arg(long, env = "ENVLAYER_UV", default_value = "uv")]
     pub uv: PathBuf,
-    /// The conda platform of the image.
-    #[arg(long, default_value = "linux-64")]
-    pub platform: String,
+    /// The conda platform of the image [default: the --lock's platform, else linux-64].
+    #[arg(long)]
+    pub platform: Option<String>,
     /// A virtual package of the machine the image runs on, as __name=version[=build]; repeatable.
     /// Defaults: __unix, __linux=5.10, __glibc=2.28, __archspec=1=<arch>. E.g. --virtual-package __cuda=12.4
     #[arg(long = "virtual-package", value_name = "SPEC")]
@@ -180,9 +180,13 @@ pub struct BuildFlags {
     /// How many shared layers small packages go into, with --bucket-below.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub buckets: u16,
-    /// Install exactly what this lock file (rattler_lock format) lists, with no solve.
+    /// Install exactly what this lock file lists, with no solve: envlayer's, a pixi.lock, a
+    /// conda-lock.yml, or a conda explicit file (@EXPLICIT, URL#hash lines).
     #[arg(long)]
     pub lock: Option<PathBuf>,
+    /// With --lock: the lock's environment (a pixi.lock has several) [default: default].
+    #[arg(long, value_name = "NAME", requires = "lock")]
+    pub environment: Option<String>,
     /// How long the image is fresh (the `quay.expires-after` label, and what `prune` deletes): 24h, 90m,
     /// 7d, or `never`. [default: never for build; 24h for resolve's `<name>-<hash>` tags]
     #[arg(long, value_name = "DURATION")]
@@ -299,7 +303,8 @@ impl SolveFlags {
 
     /// The library's options for what decides the packages: no output, no image settings.
     pub fn options(&self, net: &NetworkArgs) -> Result<BuildOptions> {
-        let platform = Subdir::from_str(&self.platform).map_err(|e| format!("--platform {}: {e}", self.platform))?;
+        let text = self.platform.as_deref().unwrap_or("linux-64");
+        let platform = Subdir::from_str(text).map_err(|e| format!("--platform {text}: {e}"))?;
         let mut opts = BuildOptions::new(&self.env_file, PathBuf::new(), self.cache_dir.clone().unwrap_or_else(default_cache_dir));
         opts.output = None;
         opts.platform = platform;
@@ -339,6 +344,22 @@ impl BuildFlags {
         opts.split_above = (self.split_above > 0).then_some(self.split_above);
         opts.buckets = (self.bucket_below > 0).then_some(envlayer::build::Buckets { below: self.bucket_below, count: usize::from(self.buckets) });
         opts.lock = self.lock.clone();
+        opts.lock_environment = self.environment.clone();
+        // The lock's platform, when --platform is not given: a lock made for linux-aarch64 builds that.
+        if let (None, Some(lock)) = (&self.solve.platform, &self.lock) {
+            let linux: Vec<Subdir> = envlayer::lockfile::lock_platforms(lock, self.environment.as_deref())?
+                .into_iter()
+                .filter(|p| p.as_str().starts_with("linux-"))
+                .collect();
+            match linux.as_slice() {
+                [] => {}
+                [one] => opts.platform = *one,
+                many => {
+                    let names: Vec<&str> = many.iter().map(|p| p.as_str()).collect();
+                    return Err(format!("--lock {} has packages for {}: choose one with --platform", lock.display(), names.join(", ")).into());
+                }
+            }
+        }
         if let Some(jobs) = self.jobs {
             opts.jobs = usize::from(jobs);
         }

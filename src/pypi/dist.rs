@@ -116,10 +116,14 @@ impl Dist {
 /// The pip wheels for `platform` in a lock file, checked, in name order. Relative paths are taken from
 /// `root` (the environment file's folder); a local file elsewhere must be in one of `find_links` (a lock
 /// cannot make envlayer read an arbitrary file of this machine).
-pub fn read_lock(path: &Path, platform: rattler_conda_types::Subdir, root: &Path, find_links: &[Url]) -> Result<Vec<Dist>, String> {
+pub fn read_lock(path: &Path, platform: rattler_conda_types::Subdir, environment: Option<&str>, root: &Path, find_links: &[Url]) -> Result<Vec<Dist>, String> {
+    if crate::lockfile::is_explicit(path) {
+        return Ok(Vec::new());
+    }
     let lock = rattler_lock::LockFile::from_path(path).map_err(|e| e.to_string())?;
-    let env = lock.default_environment().ok_or("has no default environment")?;
-    let Some(lock_platform) = lock.platform(platform.as_str()) else { return Ok(Vec::new()) };
+    let name = environment.unwrap_or(rattler_lock::DEFAULT_ENVIRONMENT_NAME);
+    let env = lock.environment(name).ok_or_else(|| format!("has no environment {name:?}"))?;
+    let Some(lock_platform) = env.platforms().find(|p| p.subdir() == platform) else { return Ok(Vec::new()) };
     let folders: Vec<std::path::PathBuf> = std::iter::once(root.to_path_buf()).chain(find_links.iter().filter_map(|u| u.to_file_path().ok())).collect();
     let mut out = Vec::new();
     for p in env.pypi_packages(lock_platform).into_iter().flatten() {

@@ -13,6 +13,7 @@ mod fault_proxy;
 mod faults;
 mod first_hour;
 mod first_week;
+mod foreign_locks;
 mod hostile;
 mod hostile_channel;
 mod hostile_registry;
