@@ -12,6 +12,7 @@ pub mod env_layer;
 pub mod error;
 pub mod inputs;
 pub mod lock;
+pub mod multi;
 pub mod package_layers;
 pub mod packages;
 pub mod pip;
@@ -71,6 +72,10 @@ pub struct BuildOptions {
     pub virtual_packages: Vec<String>,
     /// The base image.
     pub base: Option<BaseRef>,
+    /// A multi-platform build's platforms (two or more; `platform` is the first), see [`multi`].
+    pub platforms: Vec<Subdir>,
+    /// A multi-platform build's bases per platform, over `base`.
+    pub bases: BTreeMap<Subdir, BaseRef>,
     /// The OCI layout directory to write; none when only pushing.
     pub output: Option<PathBuf>,
     /// Registry access for a registry base.
@@ -149,6 +154,8 @@ impl BuildOptions {
             platform: Subdir::Linux64,
             virtual_packages: Vec::new(),
             base: None,
+            platforms: Vec::new(),
+            bases: BTreeMap::new(),
             output: Some(output.into()),
             registry: RegistrySettings::default(),
             tag: "latest".into(),

@@ -132,7 +132,8 @@ pub struct SolveFlags {
     /// The uv program that resolves pip requirements.
     #[arg(long, env = "ENVLAYER_UV", default_value = "uv")]
     pub uv: PathBuf,
-    /// The conda platform of the image [default: the --lock's platform, else linux-64].
+    /// The conda platform of the image; several, comma-separated (linux-64,linux-aarch64), make a
+    /// multi-platform image index [default: the --lock's platform, else linux-64].
     #[arg(long)]
     pub platform: Option<String>,
     /// A virtual package of the machine the image runs on, as __name=version[=build]; repeatable.
@@ -156,9 +157,10 @@ pub struct BuildFlags {
     pub prefix: Option<String>,
     /// The base image: an OCI layout (DIR, DIR:TAG or oci:DIR[:TAG]), a registry image
     /// (registry.example.com/repo:tag or docker://...), or `scratch` for none (the image then has no libc
-    /// and no shell, only the environment: without --base the build warns).
+    /// and no shell, only the environment: without --base the build warns). A multi-arch base gives each
+    /// platform its image; PLATFORM=IMAGE sets one platform's base (repeatable).
     #[arg(long, value_name = "IMAGE")]
-    pub base: Option<String>,
+    pub base: Vec<String>,
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Codec,
@@ -304,10 +306,17 @@ impl SolveFlags {
     /// The library's options for what decides the packages: no output, no image settings.
     pub fn options(&self, net: &NetworkArgs) -> Result<BuildOptions> {
         let text = self.platform.as_deref().unwrap_or("linux-64");
-        let platform = Subdir::from_str(text).map_err(|e| format!("--platform {text}: {e}"))?;
+        let platforms = text
+            .split(',')
+            .map(|p| Subdir::from_str(p.trim()).map_err(|e| format!("--platform {p}: {e}")))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let platform = platforms[0];
         let mut opts = BuildOptions::new(&self.env_file, PathBuf::new(), self.cache_dir.clone().unwrap_or_else(default_cache_dir));
         opts.output = None;
         opts.platform = platform;
+        if platforms.len() > 1 {
+            opts.platforms = platforms;
+        }
         opts.virtual_packages = self.virtual_packages.clone();
         opts.network = net.timeouts();
         opts.python = self.python.clone();
@@ -331,7 +340,22 @@ impl BuildFlags {
         let mut opts = self.solve.options(&self.registry.net)?;
         opts.output = output;
         opts.prefix = self.prefix.clone();
-        opts.base = self.base.as_deref().map(parse_base).transpose()?;
+        for b in &self.base {
+            let per_platform = b.split_once('=').and_then(|(p, r)| Subdir::from_str(p).ok().filter(|_| p.starts_with("linux-")).map(|p| (p, r)));
+            match per_platform {
+                Some((p, r)) => {
+                    opts.bases.insert(p, parse_base(r)?);
+                }
+                None if opts.base.is_none() => opts.base = Some(parse_base(b)?),
+                None => return Err(format!("--base {b}: a second base for all platforms; give one per platform as PLATFORM=IMAGE").into()),
+            }
+        }
+        if opts.platforms.is_empty() && !opts.bases.is_empty() {
+            match opts.bases.remove(&opts.platform) {
+                Some(b) if opts.bases.is_empty() => opts.base = Some(b),
+                _ => return Err("--base PLATFORM=IMAGE names a platform this build does not make (see --platform)".into()),
+            }
+        }
         opts.registry = self.registry.settings();
         opts.compression = match (self.compression, self.compression_level) {
             (Codec::Gzip, None) => Compression::GZIP_DEFAULT,

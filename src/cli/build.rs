@@ -46,6 +46,9 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     opts.tag = args.tag;
     opts.archive = archive;
     let reporter = Bars::new(args.flags.solve.quiet);
+    if !opts.platforms.is_empty() {
+        return build_multi(&opts, &reporter, push_ref.as_ref(), args.json, usize::from(args.push_jobs.push_jobs)).await;
+    }
     let built = envlayer::build(&opts, &reporter).await;
     reporter.clear();
     let built = built?;
@@ -130,4 +133,50 @@ fn parse_output(s: &str) -> Result<(PathBuf, Option<envlayer::archive::ArchiveKi
         return Ok((PathBuf::from(file), Some(ArchiveKind::Docker { reference })));
     }
     Ok((PathBuf::from(s), None))
+}
+
+/// `--platform a,b`: one image per platform, joined by an index; written as a layout and/or pushed.
+async fn build_multi(opts: &envlayer::BuildOptions, reporter: &Bars, push_ref: Option<&Reference>, json: bool, jobs: usize) -> Result<()> {
+    use envlayer::build::multi;
+    if opts.archive.is_some() {
+        return Err("a multi-platform image is written as a layout (-o DIR) or pushed (--push); not yet as an archive".into());
+    }
+    let built = multi::build_multi(opts, &opts.platforms, &opts.bases, reporter).await;
+    reporter.clear();
+    let built = built?;
+    if let Some(out) = &opts.output {
+        multi::write_layout(&built, out, &opts.tag)?;
+    }
+    let mut attached = Vec::new();
+    let pushed = match push_ref {
+        Some(target) => {
+            let registry = envlayer::registry::connect(target, &opts.registry.auth, &opts.registry.client).await?;
+            let mut locations = envlayer::push::BlobLocations::load(&opts.cache_dir, &target.registry);
+            let report = multi::push(&registry, target, &built, jobs, &mut locations).await?;
+            for (_, b) in &built.builds {
+                if let Some((format, bytes)) = &b.sbom {
+                    attached.push(envlayer::sbom::attach(&registry, &target.repository, &b.image, *format, bytes).await?);
+                }
+            }
+            Some(report)
+        }
+        None => None,
+    };
+    if json {
+        let platforms: Vec<serde_json::Value> = built.builds.iter().map(|(p, b)| serde_json::json!({"platform": p.as_str(), "build": b.summary})).collect();
+        let v = serde_json::json!({"index_digest": built.digest().to_string(), "identity": built.identity, "output": opts.output, "platforms": platforms, "push": pushed, "sbom_artifacts": attached});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for (p, b) in &built.builds {
+        eprintln!("built {} for {p}: {} ({} packages, {} layers)", b.summary.name, b.summary.manifest_digest, b.summary.packages.len(), b.summary.layers.len());
+    }
+    match pushed {
+        Some(p) => {
+            eprintln!("pushed the index and {} images: {} blobs uploaded ({} bytes)", built.builds.len(), p.uploaded.len(), p.uploaded_bytes);
+            println!("{}", p.reference);
+        }
+        None => println!("{}", built.digest()),
+    }
+    Ok(())
 }

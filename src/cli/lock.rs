@@ -22,6 +22,9 @@ pub struct LockArgs {
 
 pub async fn lock(args: LockArgs) -> Result<()> {
     let opts = args.flags.options(&args.net)?;
+    if !opts.platforms.is_empty() {
+        return Err("envlayer lock makes the lock of one platform: run it once per --platform".into());
+    }
     let path = args.output.clone().unwrap_or_else(|| envlayer::build::lock::default_path(&args.flags.env_file));
     let reporter = Bars::new(args.flags.quiet);
     let locked = envlayer::build::lock::lock(&opts, &path, &reporter).await;

@@ -98,6 +98,9 @@ fn table(images: &[EnvImage]) {
         ]);
     }
     print_table(&rows, &[4, 5, 6]);
+    for i in images.iter().filter(|i| !i.platforms.is_empty()) {
+        println!("{} is an index for: {}", esc(&i.tag), esc(&i.platforms.join(", ")));
+    }
     for i in images.iter().filter(|i| !i.runtime_packages.is_empty()) {
         println!("{} installs at start: {}", esc(&i.tag), esc(&i.runtime_packages.join(", ")));
     }

@@ -19,6 +19,7 @@ mod hostile_channel;
 mod hostile_registry;
 mod image_runs;
 mod lifecycle;
+mod multi_arch;
 mod link_scripts;
 mod output_safety;
 mod pip;

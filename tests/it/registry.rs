@@ -10,8 +10,10 @@ use std::process::Command;
 
 const DEPS: &[&str] = &["python=3.11", "flask", "requests", "rich", "pip"];
 
+/// `build --push` without an SBOM: these tests count the image's own uploads (tests/it/sbom.rs pushes
+/// SBOMs).
 fn build_push(dir: &Path, env: &Path, target: &str, extra: &[&str], vars: &[(&str, &str)]) -> Value {
-    let mut args = vec!["build", env.to_str().unwrap(), "--push", target, "--cache-dir", "cache", "--json", "-q"];
+    let mut args = vec!["build", env.to_str().unwrap(), "--push", target, "--cache-dir", "cache", "--json", "-q", "--sbom", "none"];
     args.extend(extra);
     let (ok, out, err) = envlayer_env(dir, &args, vars);
     assert!(ok, "build --push failed:\n{err}");

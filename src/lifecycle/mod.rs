@@ -10,6 +10,8 @@ use envlayer_layers::Digest;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+mod multi;
+
 /// The tag of an environment's image: `<name>-<first 24 hex digits of its identity>`.
 pub fn tag_for(name: &str, identity: &str) -> String {
     format!("{name}-{}", &identity[..24.min(identity.len())])
@@ -56,6 +58,9 @@ pub struct EnvImage {
     pub size: u64,
     /// Packages installed when the container starts (link scripts, or the whole environment).
     pub runtime_packages: Vec<String>,
+    /// The platforms of a multi-platform image (an index); empty for one platform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
     /// `prune`: the artifacts about this image (its SBOMs) deleted with it, by digest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<String>,
@@ -134,8 +139,14 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
         (false, Some("runtime")) => Status::RuntimeInstall,
         (false, _) => Status::Ready,
     };
-    let size = manifest["config"]["size"].as_u64().unwrap_or(0)
-        + manifest["layers"].as_array().map_or(0, |l| l.iter().filter_map(|d| d["size"].as_u64()).sum());
+    let sizes = |m: &serde_json::Value| m["config"]["size"].as_u64().unwrap_or(0) + m["layers"].as_array().map_or(0, |l| l.iter().filter_map(|d| d["size"].as_u64()).sum::<u64>());
+    let mut size = sizes(&manifest);
+    // An index: the bytes of its platforms' images.
+    for child in multi::children(&manifest) {
+        if let Ok((bytes, _, _)) = registry.get_manifest(&repo.repository, &child.to_string()).await {
+            size += serde_json::from_slice::<serde_json::Value>(&bytes).map(|m| sizes(&m)).unwrap_or(0);
+        }
+    }
     Ok(Some(EnvImage {
         tag: tag.to_string(),
         tags: vec![tag.to_string()],
@@ -154,6 +165,7 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
             .map(|s| s.split(',').filter(|p| !p.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
         referrers: Vec::new(),
+        platforms: a["io.envlayer.platforms"].as_str().map(|p| p.split(',').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default(),
     }))
 }
 
@@ -225,8 +237,19 @@ pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, 
                 .digest
                 .parse()
                 .map_err(|source| RegistryError::BadDigest { subject: format!("{}: {}:{}", registry.host(), repo.repository, img.tag), source })?;
+            // An index's platform images go with it (nothing else names them), each with its SBOMs.
+            let children = match registry.get_manifest(&repo.repository, &img.digest).await {
+                Ok((bytes, _, _)) => serde_json::from_slice::<serde_json::Value>(&bytes).map(|m| multi::children(&m)).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
             registry.delete_manifest(&repo.repository, &digest).await?;
             img.referrers = delete_referrers(registry, repo, &digest).await;
+            for child in children {
+                if registry.delete_manifest(&repo.repository, &child).await.is_ok() {
+                    img.referrers.push(child.to_string());
+                    img.referrers.extend(delete_referrers(registry, repo, &child).await);
+                }
+            }
         }
     }
     Ok(expired)
@@ -266,6 +289,9 @@ pub struct Resolved {
     pub image: EnvImage,
     /// The build, on a miss.
     pub build: Option<BuildSummary>,
+    /// A multi-platform build, on a miss: each platform's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BuildSummary>,
     /// The push, on a miss.
     pub push: Option<crate::push::PushReport>,
     /// The SBOM attached to the image, on a miss.
@@ -284,6 +310,9 @@ pub async fn resolve(
     push_jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<Resolved, LifecycleError> {
+    if !opts.platforms.is_empty() {
+        return multi::resolve(opts, repo, refresh, no_build, push_jobs, reporter).await;
+    }
     let mut timings = std::collections::BTreeMap::new();
     let t0 = Instant::now();
     // The inputs and the base are read once: for the identity, and for the build on a miss.
@@ -304,7 +333,7 @@ pub async fn resolve(
         ours
     });
     if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
-        return Ok(Resolved { name: spec.name, reference: img.reference.clone(), hit: true, image: img, build: None, push: None, sbom: None, timings_ms: timings });
+        return Ok(Resolved { name: spec.name, reference: img.reference.clone(), hit: true, image: img, build: None, builds: Vec::new(), push: None, sbom: None, timings_ms: timings });
     }
     if no_build {
         return Err(LifecycleError::Miss { name: spec.name, repo: repo.to_string(), tag });
@@ -332,7 +361,7 @@ pub async fn resolve(
     let img = inspect(&registry, repo, &tag, opts.now)
         .await?
         .ok_or_else(|| RegistryError::Vanished { registry: registry.host().to_string(), reference: format!("{}:{tag}", repo.repository) })?;
-    Ok(Resolved { name: spec.name, reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), push: Some(push), sbom, timings_ms: timings })
+    Ok(Resolved { name: spec.name, reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), builds: Vec::new(), push: Some(push), sbom, timings_ms: timings })
 }
 
 /// A Kubernetes container entry for the resolved image (a YAML list of one), written by a serializer:
