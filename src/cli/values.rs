@@ -1,6 +1,9 @@
 //! Flag values envlayer reads itself: sizes (`1M`), durations (`24h`), OCI tags.
 
 use super::Result;
+use envlayer::build::BaseRef;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// A size in bytes: a number with an optional `K`, `M` or `G` (powers of 1024).
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
@@ -55,6 +58,53 @@ pub fn check_tag(flag: &str, tag: &str) -> Result<()> {
     } else {
         Err(format!("{flag} {:?} is not an OCI tag: 1-128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`", envlayer::net::escape(tag)).into())
     }
+}
+
+pub fn key_values(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("--{flag} {kv:?}: expected KEY=VALUE"))?;
+            envlayer::spec::check_user_key(k).map_err(|e| format!("--{flag} {e}"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// `DIR`, `DIR:TAG`, `oci:DIR[:TAG]` are layouts; `docker://REF` and anything else that parses as a
+/// reference with a registry host is a registry image.
+pub fn parse_base(s: &str) -> Result<BaseRef> {
+    let layout = |p: &str| -> BaseRef {
+        let as_dir = PathBuf::from(p);
+        match p.rsplit_once(':') {
+            Some((dir, tag)) if !as_dir.exists() && !tag.contains('/') => BaseRef::Layout { layout: dir.into(), tag: Some(tag.into()) },
+            _ => BaseRef::Layout { layout: as_dir, tag: None },
+        }
+    };
+    if s == "scratch" {
+        if PathBuf::from("scratch").join("index.json").is_file() {
+            return Err("--base scratch means no base, but ./scratch is an OCI layout here: say ./scratch or oci:scratch for the layout".into());
+        }
+        return Ok(BaseRef::Scratch);
+    }
+    if let Some(p) = s.strip_prefix("oci:") {
+        return Ok(layout(p));
+    }
+    if s.starts_with("docker://") {
+        return Ok(BaseRef::Registry(s.parse()?));
+    }
+    let dir_part = s.rsplit_once(':').map_or(s, |(d, _)| d);
+    if PathBuf::from(s).exists() || PathBuf::from(dir_part).join("index.json").is_file() {
+        return Ok(layout(s));
+    }
+    let first = s.split('/').next().unwrap_or("");
+    if s.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+        return Ok(BaseRef::Registry(s.parse()?));
+    }
+    Err(format!("--base {s:?} is neither an OCI layout on disk nor a registry image (registry.example.com/repo:tag)").into())
 }
 
 #[cfg(test)]
