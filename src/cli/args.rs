@@ -321,7 +321,7 @@ impl BuildFlags {
         opts.buckets = (self.bucket_below > 0).then_some(envlayer::build::Buckets { below: self.bucket_below, count: usize::from(self.buckets) });
         opts.lock = self.lock.clone();
         opts.lock_environment = self.environment.clone();
-        // The lock's platform, when --platform is not given: a lock made for linux-aarch64 builds that.
+        // The lock's platforms, when --platform is not given: a lock made for linux-aarch64 builds that.
         if let (None, Some(lock)) = (&self.solve.platform, &self.lock) {
             let linux: Vec<Subdir> = envlayer::lockfile::lock_platforms(lock, self.environment.as_deref())?
                 .into_iter()
@@ -330,9 +330,10 @@ impl BuildFlags {
             match linux.as_slice() {
                 [] => {}
                 [one] => opts.platform = *one,
+                // A lock of several platforms builds them all, as one multi-platform image.
                 many => {
-                    let names: Vec<&str> = many.iter().map(|p| p.as_str()).collect();
-                    return Err(format!("--lock {} has packages for {}: choose one with --platform", lock.display(), names.join(", ")).into());
+                    opts.platform = many[0];
+                    opts.platforms = many.to_vec();
                 }
             }
         }

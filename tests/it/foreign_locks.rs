@@ -122,4 +122,22 @@ fn explicit_files_conda_lock_and_pixi_locks_build_what_they_list() {
     assert_eq!(s["platform"], "linux-aarch64");
     let m = manifest(&dir.join("arm.oci"));
     assert_eq!(blob_json(&dir.join("arm.oci"), m["config"]["digest"].as_str().unwrap())["architecture"], "arm64");
+
+    // A lock of two platforms builds both, as one multi-platform image.
+    let both: Vec<rattler_lock::PlatformData> = ["linux-64", "linux-aarch64"]
+        .iter()
+        .map(|p| rattler_lock::PlatformData { name: rattler_lock::PlatformName::try_from(*p).unwrap(), subdir: p.parse().unwrap(), virtual_packages: vec![] })
+        .collect();
+    let mut b = rattler_lock::LockFile::builder().with_platforms(both).unwrap();
+    b.set_channels("default", hello_urls.iter().map(|u| rattler_lock::Channel::from(u.clone())));
+    for p in ["linux-64", "linux-aarch64"] {
+        for r in &noarch {
+            b.add_conda_package("default", p, r.clone().into()).unwrap();
+        }
+    }
+    b.finish().to_path(&dir.join("both.lock")).unwrap();
+    let s = build_json(&dir, &[hello.to_str().unwrap(), "--cache-dir", "cache", "-o", "both.oci", "--base", "scratch", "--lock", "both.lock"]);
+    let platforms: Vec<&str> = s["platforms"].as_array().unwrap().iter().map(|p| p["platform"].as_str().unwrap()).collect();
+    assert_eq!(platforms, ["linux-64", "linux-aarch64"]);
+    assert!(s["index_digest"].as_str().unwrap().starts_with("sha256:"));
 }
