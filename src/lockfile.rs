@@ -120,10 +120,13 @@ pub fn read_lock_env(path: &Path, platform: Subdir, environment: Option<&str>) -
     Ok(Solved { records: install_order(records) })
 }
 
-/// Reads a conda explicit file for `platform`: each `URL#md5` or `URL#sha256` line is fetched into
-/// `store` (its hash checked) and its record made from the archive's own `info/index.json`. Every
-/// line must carry a hash: an explicit file is a lock, and a lock names exact bytes.
-pub async fn read_explicit(path: &Path, platform: Subdir, store: &crate::fetch::PackageStore) -> Result<Solved, SolveError> {
+/// Reads a conda explicit file for `platform`. Every line is checked before anything is fetched: it
+/// must carry a hash (`#sha256` or `#md5`: an explicit file is a lock, and a lock names exact bytes),
+/// carry no credentials (they would end up in the image's lock), and point into one of `channels` (a
+/// lock line never makes envlayer read another file or host). Then each archive is fetched into `store`
+/// (its hash checked) and its record made from its own `info/index.json`, which must agree with the file
+/// name and be for `platform` (or noarch).
+pub async fn read_explicit(path: &Path, platform: Subdir, store: &crate::fetch::PackageStore, channels: &[Channel]) -> Result<Solved, SolveError> {
     use rattler_conda_types::{ExplicitEnvironmentSpec, PackageRecord, RepoDataRecord};
     let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
     let mut text = String::new();
@@ -136,10 +139,13 @@ pub async fn read_explicit(path: &Path, platform: Subdir, store: &crate::fetch::
     if let Some(p) = spec.platform.filter(|p| *p != platform) {
         return Err(err(format!("is for {p}, and --platform is {platform}: pass --platform {p}")));
     }
-    let mut records = Vec::new();
+    let mut provisional = Vec::new();
     for entry in &spec.packages {
         let url = entry.url.clone();
         let shown = crate::solve::channel_display(&url);
+        if !url.username().is_empty() || url.password().is_some() || url.path_segments().is_some_and(|mut s| s.any(|x| x == "t")) {
+            return Err(err(format!("{shown}: credentials in a URL would be written into the image's lock; serve the channel without them in the URL")));
+        }
         let hash = entry.package_archive_hash().map_err(|e| err(format!("{shown}: {e}")))?.ok_or_else(|| err(format!("{shown} has no #sha256 or #md5: every line of an explicit lock must name its archive's hash")))?;
         let (sha256, md5) = match hash {
             rattler_conda_types::PackageArchiveHash::Sha256(h) => (Some(h), None),
@@ -147,6 +153,7 @@ pub async fn read_explicit(path: &Path, platform: Subdir, store: &crate::fetch::
         };
         let mut clean = url.clone();
         clean.set_fragment(None);
+        clean.set_query(None);
         let identifier = rattler_conda_types::package::DistArchiveIdentifier::try_from_url(&clean).ok_or_else(|| err(format!("{shown}: not a conda package archive name")))?;
         let id = &identifier.identifier;
         let mut record = PackageRecord::new(
@@ -158,16 +165,27 @@ pub async fn read_explicit(path: &Path, platform: Subdir, store: &crate::fetch::
         record.md5 = md5;
         // The channel: the URL up to the subdir folder.
         let channel = clean.as_str().rsplitn(3, '/').nth(2).map(|c| format!("{c}/"));
-        let provisional = RepoDataRecord { package_record: record, identifier: identifier.clone(), url: clean.clone(), channel: channel.clone() };
-        let (archive, _) = store.fetch_archive(&provisional).await.map_err(|e| err(format!("{shown}: {e}")))?;
+        provisional.push(RepoDataRecord { package_record: record, identifier, url: clean, channel });
+    }
+    // Before any fetch: names are plain archive names, URLs are on the environment's channels.
+    crate::solve::check_sources(&[], &provisional, channels, &format!("lock file {}", path.display()))?;
+    let mut records = Vec::new();
+    for p in provisional {
+        let shown = crate::solve::channel_display(&p.url);
+        let (archive, _) = store.fetch_archive(&p).await.map_err(|e| err(format!("{shown}: {e}")))?;
         let index: rattler_conda_types::package::IndexJson =
             rattler_package_streaming::seek::read_package_file(&archive).map_err(|e| err(format!("{shown}: info/index.json: {e}")))?;
         let size = std::fs::metadata(&archive).ok().map(|m| m.len());
+        let (sha256, md5) = (p.package_record.sha256, p.package_record.md5);
         let package_record = PackageRecord::from_index_json(index, size, sha256, md5).map_err(|e| err(format!("{shown}: {e}")))?;
-        if package_record.name.as_normalized() != provisional.package_record.name.as_normalized() {
-            return Err(err(format!("{shown}: the archive is package {}, not what its name says", package_record.name.as_normalized())));
+        let (want, got) = (&p.package_record, &package_record);
+        if got.name != want.name || got.version.to_string() != want.version.to_string() || got.build.as_str() != want.build.as_str() {
+            return Err(err(format!("{shown}: the archive is {}-{}-{}, not what its file name says", got.name.as_normalized(), got.version, got.build)));
         }
-        records.push(RepoDataRecord { package_record, identifier, url: clean, channel });
+        if got.subdir != platform.as_str() && got.subdir != "noarch" {
+            return Err(err(format!("{shown}: the package is for {}, and the image for {platform}", got.subdir)));
+        }
+        records.push(RepoDataRecord { package_record, ..p });
     }
     Ok(Solved { records: install_order(records) })
 }

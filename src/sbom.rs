@@ -284,6 +284,30 @@ pub async fn attach(
     crate::referrers::attach(registry, repository, (&image.digest(), image.manifest.len()), format.media_type(), bytes, &title, &created).await
 }
 
+/// [`attach`], where a failure is a warning, not an error: the image is pushed already, and a registry
+/// that refuses artifacts (or a referrers tag that is not an index) should not fail the push.
+pub async fn attach_or_warn(
+    registry: &crate::registry::Registry,
+    repository: &str,
+    image: &crate::image::Image,
+    format: SbomFormat,
+    bytes: &[u8],
+) -> Option<crate::referrers::Attached> {
+    match attach(registry, repository, image, format, bytes).await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            tracing::warn!("the SBOM of {repository}@{} was not attached: {msg} (the image is pushed; --sbom none skips the SBOM)", image.digest());
+            None
+        }
+    }
+}
+
 /// The SBOM file beside a layout output: `<output><suffix>`.
 pub fn beside(output: &std::path::Path, format: SbomFormat) -> std::path::PathBuf {
     let mut name = output.as_os_str().to_owned();
@@ -317,10 +341,18 @@ pub fn write_beside(output: &std::path::Path, format: SbomFormat, bytes: &[u8]) 
 pub fn described_image(bytes: &[u8]) -> Option<(SbomFormat, String)> {
     let v: Value = serde_json::from_slice(bytes).ok()?;
     if v["spdxVersion"].is_string() {
+        let ours = v["creationInfo"]["creators"].as_array()?.iter().any(|c| c.as_str().is_some_and(|c| c.starts_with("Tool: envlayer-")));
+        if !ours {
+            return None;
+        }
         let img = v["packages"].as_array()?.iter().find(|p| p["SPDXID"] == "SPDXRef-image")?;
         return Some((SbomFormat::Spdx, img["versionInfo"].as_str()?.to_string()));
     }
     if v["bomFormat"] == "CycloneDX" {
+        let ours = v["metadata"]["tools"]["components"].as_array()?.iter().any(|c| c["name"] == "envlayer");
+        if !ours {
+            return None;
+        }
         return Some((SbomFormat::Cyclonedx, v["metadata"]["component"]["version"].as_str()?.to_string()));
     }
     None

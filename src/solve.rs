@@ -336,12 +336,14 @@ pub fn install_order(records: Vec<RepoDataRecord>) -> Vec<RepoDataRecord> {
     order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
-/// A channel URL for messages and summaries: without a user or password and without an anaconda.org
-/// token path segment (`/t/<token>/`), escaped, without the trailing `/`.
+/// A channel URL for messages and summaries: without a user or password, an anaconda.org token path
+/// segment (`/t/<token>/`), a query (presigned URLs) or a fragment; escaped, without the trailing `/`.
 pub fn channel_display(url: &url::Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
     let segments: Vec<String> = u.path_segments().map(|s| s.map(String::from).collect()).unwrap_or_default();
     if let Some(i) = segments.iter().position(|s| s == "t").filter(|&i| i + 1 < segments.len()) {
         let mut kept = segments.clone();

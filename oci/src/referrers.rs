@@ -26,6 +26,18 @@ pub struct Attached {
     pub tag: Option<String>,
 }
 
+/// The annotation title envlayer gives its artifacts' blob (`sbom.spdx.json`, `sbom.cdx.json`).
+const TITLE: &str = "org.opencontainers.image.title";
+
+/// Whether `manifest` is an artifact envlayer attached to `subject` (an SBOM: its type and its blob's
+/// title), as opposed to another tool's (a signature, an attestation).
+pub fn is_envlayer_artifact(manifest: &Value, subject: &Digest) -> bool {
+    let types = ["application/spdx+json", "application/vnd.cyclonedx+json"];
+    manifest["subject"]["digest"] == subject.to_string()
+        && manifest["artifactType"].as_str().is_some_and(|t| types.contains(&t))
+        && manifest["layers"][0]["annotations"][TITLE].as_str().is_some_and(|t| t.starts_with("sbom."))
+}
+
 /// The referrers tag of a subject: `sha256-<hex>`.
 pub fn referrers_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())
@@ -72,18 +84,26 @@ pub async fn attach(
         return Ok(Attached { reference, artifact_type: artifact_type.into(), found_through: "referrers-api", tag: None });
     }
     let tag = referrers_tag(subject.0);
-    let mut index = match registry.get_manifest(repository, &tag).await {
-        Ok((bytes, _, _)) => serde_json::from_slice::<Value>(&bytes).ok().filter(|v| v["manifests"].is_array()).ok_or_else(|| RegistryError::Status {
-            registry: registry.host().to_string(),
-            what: format!("referrers tag {repository}:{tag}"),
-            status: 200,
-            detail: ": it is not an image index; not changed".into(),
-        })?,
-        Err(RegistryError::Status { status: 404, .. }) => json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}),
-        Err(e) => return Err(e),
-    };
-    let listed = index["manifests"].as_array().is_some_and(|m| m.iter().any(|e| e["digest"] == digest.to_string()));
-    if !listed {
+    // Read, add, write back; then read again: another client writing the tag at the same moment may have
+    // replaced our write (the registry has no conditional PUT), so a missing entry is added again.
+    for attempt in 0..4u32 {
+        let mut index = match registry.get_manifest(repository, &tag).await {
+            Ok((bytes, _, _)) => serde_json::from_slice::<Value>(&bytes).ok().filter(|v| v["manifests"].is_array()).ok_or_else(|| RegistryError::Status {
+                registry: registry.host().to_string(),
+                what: format!("referrers tag {repository}:{tag}"),
+                status: 200,
+                detail: ": it is not an image index; not changed".into(),
+            })?,
+            Err(RegistryError::Status { status: 404, .. }) => json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}),
+            Err(e) => return Err(e),
+        };
+        let listed = index["manifests"].as_array().is_some_and(|m| m.iter().any(|e| e["digest"] == digest.to_string()));
+        if listed {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+        }
         if let Some(m) = index["manifests"].as_array_mut() {
             m.push(json!({
                 "mediaType": MANIFEST_TYPE, "digest": digest.to_string(), "size": manifest.len(), "artifactType": artifact_type,

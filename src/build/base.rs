@@ -69,7 +69,7 @@ async fn read_any(opts: &BuildOptions, os_arch: &(String, String, Option<String>
         Some(BaseRef::Registry(reference)) => {
             let registry = crate::registry::connect(reference, &opts.registry.auth, &opts.registry.client).await?;
             let mut b = crate::registry::read_base(&registry, reference, &os_arch.0, &os_arch.1, os_arch.2.as_deref()).await?;
-            if opts.output.is_some() {
+            if opts.output.is_some() || opts.fetch_base_layers {
                 // A local layout must hold every blob: fetch the base's layers into the cache, once.
                 let cache = LayerCache::new(opts.cache_dir.clone());
                 for blob in &mut b.layers {

@@ -37,6 +37,7 @@ impl MultiOutput {
 pub fn platform_options(opts: &BuildOptions, platform: Subdir, bases: &BTreeMap<Subdir, BaseRef>) -> BuildOptions {
     let mut o = opts.clone();
     o.platform = platform;
+    o.fetch_base_layers = opts.output.is_some();
     o.output = None;
     if let Some(b) = bases.get(&platform) {
         o.base = Some(b.clone());
@@ -60,6 +61,12 @@ pub async fn identity(opts: &BuildOptions, platforms: &[Subdir], bases: &BTreeMa
 /// index carries the environment's annotations (name, identity, creation, expiry), so `resolve`, `ls`
 /// and `prune` treat it as one image.
 pub async fn build_multi(opts: &BuildOptions, platforms: &[Subdir], bases: &BTreeMap<Subdir, BaseRef>, reporter: &dyn Reporter) -> Result<MultiOutput, BuildError> {
+    if platforms.is_empty() {
+        return Err(BuildError::Platform { platform: "(none)".into() });
+    }
+    if let Some(out) = &opts.output {
+        check_output(out)?;
+    }
     let identity = identity(opts, platforms, bases).await?;
     let mut builds = Vec::new();
     let mut entries = Vec::new();
@@ -80,7 +87,7 @@ pub async fn build_multi(opts: &BuildOptions, platforms: &[Subdir], bases: &BTre
         builds.push((p, built));
     }
     // The environment's annotations, from the first image, with the whole's identity.
-    let first: Value = serde_json::from_slice(&builds[0].1.image.manifest).unwrap_or_default();
+    let first: Value = builds.first().and_then(|(_, b)| serde_json::from_slice(&b.image.manifest).ok()).unwrap_or_default();
     let mut annotations: BTreeMap<String, Value> = first["annotations"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     annotations.insert(keys::ANNOTATION_INPUTS.to_string(), json!(identity));
     let count: usize = builds.iter().map(|(_, b)| b.summary.packages.len()).max().unwrap_or(0);
@@ -95,16 +102,22 @@ pub async fn build_multi(opts: &BuildOptions, platforms: &[Subdir], bases: &BTre
     Ok(MultiOutput { index, builds, identity })
 }
 
-/// Writes a multi-platform image as a new OCI layout at `output` (which must not exist, or be an empty
-/// folder): every image's blobs, its manifest, and the index tagged `tag`.
-pub fn write_layout(multi: &MultiOutput, output: &std::path::Path, tag: &str) -> Result<(), BuildError> {
-    if output.exists() && std::fs::read_dir(output).map(|mut d| d.next().is_some()).unwrap_or(true) {
+/// A multi-platform image's layout goes to a new (or empty) folder only; checked before any work.
+fn check_output(output: &std::path::Path) -> Result<(), BuildError> {
+    if std::fs::symlink_metadata(output).is_ok() && !(output.is_dir() && std::fs::read_dir(output).map(|mut d| d.next().is_none()).unwrap_or(false)) {
         return Err(crate::output::OutputError::Refused {
             path: output.to_path_buf(),
             reason: "a multi-platform image is written to a new (or empty) folder only".into(),
         }
         .into());
     }
+    Ok(())
+}
+
+/// Writes a multi-platform image as a new OCI layout at `output` (which must not exist, or be an empty
+/// folder): every image's blobs, its manifest, and the index tagged `tag`.
+pub fn write_layout(multi: &MultiOutput, output: &std::path::Path, tag: &str) -> Result<(), BuildError> {
+    check_output(output)?;
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let tmp = tempfile::Builder::new().prefix(".envlayer-out-").tempdir_in(parent).map_err(super::io_err(parent))?;
     let layout = tmp.path().join("layout");
@@ -164,7 +177,9 @@ pub async fn push(
     }
     let reference = target.tag.clone().unwrap_or_else(|| multi.digest().to_string());
     registry.put_manifest(&target.repository, &reference, &multi.index, INDEX_TYPE).await?;
-    let mut report = report.expect("at least one platform");
+    let Some(mut report) = report else {
+        return Err(crate::registry::RegistryError::NoLayers { image: target.to_string() });
+    };
     report.digest = multi.digest().to_string();
     report.reference = target.by_digest(&multi.digest());
     report.tag = target.tag.clone();

@@ -22,6 +22,9 @@ pub struct BuildOptions {
     pub virtual_packages: Vec<String>,
     /// The base image.
     pub base: Option<BaseRef>,
+    /// Download a registry base's layers into the cache even without an output (a multi-platform build
+    /// writing a layout builds each platform without one).
+    pub fetch_base_layers: bool,
     /// A multi-platform build's platforms (two or more; `platform` is the first), see [`multi`].
     pub platforms: Vec<Subdir>,
     /// A multi-platform build's bases per platform, over `base`.
@@ -104,6 +107,7 @@ impl BuildOptions {
             platform: Subdir::Linux64,
             virtual_packages: Vec::new(),
             base: None,
+            fetch_base_layers: false,
             platforms: Vec::new(),
             bases: BTreeMap::new(),
             output: Some(output.into()),

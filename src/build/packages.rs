@@ -16,7 +16,7 @@ pub async fn resolve(opts: &BuildOptions, inputs: &Inputs) -> Result<Vec<RepoDat
         Some(lock) => {
             let solved = if crate::lockfile::is_explicit(lock) {
                 let store = crate::fetch::PackageStore::new(opts.cache_dir.clone()).with_timeouts(opts.network);
-                crate::lockfile::read_explicit(lock, opts.platform, &store).await?
+                crate::lockfile::read_explicit(lock, opts.platform, &store, &channels).await?
             } else {
                 crate::lockfile::read_lock_env(lock, opts.platform, opts.lock_environment.as_deref())?
             };

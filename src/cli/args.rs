@@ -262,6 +262,9 @@ impl SolveFlags {
             .split(',')
             .map(|p| Subdir::from_str(p.trim()).map_err(|e| format!("--platform {p}: {e}")))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut platforms = platforms;
+        let mut seen = std::collections::BTreeSet::new();
+        platforms.retain(|p| seen.insert(*p));
         let platform = platforms[0];
         let mut opts = BuildOptions::new(&self.env_file, PathBuf::new(), self.cache_dir.clone().unwrap_or_else(default_cache_dir));
         opts.output = None;
@@ -292,22 +295,6 @@ impl BuildFlags {
         let mut opts = self.solve.options(&self.registry.net)?;
         opts.output = output;
         opts.prefix = self.prefix.clone();
-        for b in &self.base {
-            let per_platform = b.split_once('=').and_then(|(p, r)| Subdir::from_str(p).ok().filter(|_| p.starts_with("linux-")).map(|p| (p, r)));
-            match per_platform {
-                Some((p, r)) => {
-                    opts.bases.insert(p, parse_base(r)?);
-                }
-                None if opts.base.is_none() => opts.base = Some(parse_base(b)?),
-                None => return Err(format!("--base {b}: a second base for all platforms; give one per platform as PLATFORM=IMAGE").into()),
-            }
-        }
-        if opts.platforms.is_empty() && !opts.bases.is_empty() {
-            match opts.bases.remove(&opts.platform) {
-                Some(b) if opts.bases.is_empty() => opts.base = Some(b),
-                _ => return Err("--base PLATFORM=IMAGE names a platform this build does not make (see --platform)".into()),
-            }
-        }
         opts.registry = self.registry.settings();
         opts.compression = match (self.compression, self.compression_level) {
             (Codec::Gzip, None) => Compression::GZIP_DEFAULT,
@@ -335,6 +322,26 @@ impl BuildFlags {
                     opts.platform = many[0];
                     opts.platforms = many.to_vec();
                 }
+            }
+        }
+        for b in &self.base {
+            let per_platform = b.split_once('=').and_then(|(p, r)| Subdir::from_str(p).ok().filter(|_| p.starts_with("linux-")).map(|p| (p, r)));
+            match per_platform {
+                Some((p, r)) => {
+                    opts.bases.insert(p, parse_base(r)?);
+                }
+                None if opts.base.is_none() => opts.base = Some(parse_base(b)?),
+                None => return Err(format!("--base {b}: a second base for all platforms; give one per platform as PLATFORM=IMAGE").into()),
+            }
+        }
+        // (The platforms are settled by now: --platform, else the lock's.)
+        let making: Vec<Subdir> = if opts.platforms.is_empty() { vec![opts.platform] } else { opts.platforms.clone() };
+        if let Some(p) = opts.bases.keys().find(|p| !making.contains(p)) {
+            return Err(format!("--base {p}=...: this build does not make {p} (see --platform)").into());
+        }
+        if opts.platforms.is_empty() {
+            if let Some(b) = opts.bases.remove(&opts.platform) {
+                opts.base = Some(b);
             }
         }
         if let Some(jobs) = self.jobs {

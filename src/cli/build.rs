@@ -60,7 +60,7 @@ pub async fn build(args: BuildArgs) -> Result<()> {
             let mut locations = envlayer::push::BlobLocations::load(&opts.cache_dir, &target.registry);
             let report = envlayer::push::push_image(&registry, target, &built.image, usize::from(args.push_jobs.push_jobs), &mut locations).await?;
             if let Some((format, bytes)) = &built.sbom {
-                attached = Some(envlayer::sbom::attach(&registry, &target.repository, &built.image, *format, bytes).await?);
+                attached = envlayer::sbom::attach_or_warn(&registry, &target.repository, &built.image, *format, bytes).await;
             }
             Some(report)
         }
@@ -155,7 +155,7 @@ async fn build_multi(opts: &envlayer::BuildOptions, reporter: &Bars, push_ref: O
             let report = multi::push(&registry, target, &built, jobs, &mut locations).await?;
             for (_, b) in &built.builds {
                 if let Some((format, bytes)) = &b.sbom {
-                    attached.push(envlayer::sbom::attach(&registry, &target.repository, &b.image, *format, bytes).await?);
+                    attached.extend(envlayer::sbom::attach_or_warn(&registry, &target.repository, &b.image, *format, bytes).await);
                 }
             }
             Some(report)

@@ -86,7 +86,7 @@ async fn attach_sbom(
         let Some(bytes) = small.then(|| std::fs::read(&path).ok()).flatten() else { continue };
         if sbom::described_image(&bytes) == Some((format, image.digest().to_string())) {
             let registry = envlayer::registry::connect(target, &settings.auth, &settings.client).await?;
-            out.push(sbom::attach(&registry, &target.repository, &image, format, &bytes).await?);
+            out.extend(sbom::attach_or_warn(&registry, &target.repository, &image, format, &bytes).await);
         }
     }
     Ok(out)

@@ -295,7 +295,7 @@ pub async fn resolve(
             .await?;
     }
     let sbom = match &built.sbom {
-        Some((format, bytes)) => Some(crate::sbom::attach(&registry, &repo.repository, &built.image, *format, bytes).await?),
+        Some((format, bytes)) => crate::sbom::attach_or_warn(&registry, &repo.repository, &built.image, *format, bytes).await,
         None => None,
     };
     timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);

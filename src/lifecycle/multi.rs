@@ -44,8 +44,9 @@ pub async fn resolve(opts: &BuildOptions, repo: &Reference, refresh: bool, no_bu
     let mut sbom = None;
     for (_, b) in &built.builds {
         if let Some((format, bytes)) = &b.sbom {
-            let a = crate::sbom::attach(&registry, &repo.repository, &b.image, *format, bytes).await?;
-            sbom.get_or_insert(a);
+            if let Some(a) = crate::sbom::attach_or_warn(&registry, &repo.repository, &b.image, *format, bytes).await {
+                sbom.get_or_insert(a);
+            }
         }
     }
     timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);

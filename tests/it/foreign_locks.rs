@@ -50,6 +50,18 @@ fn explicit_files_conda_lock_and_pixi_locks_build_what_they_list() {
     let (ok, _, err) = envlayer_env(&dir, &["build", e, "--cache-dir", "cache", "-o", "y.oci", "--lock", "nohash.txt", "-q"], &[]);
     assert!(!ok && err.contains("zlib") && err.contains("has no #sha256 or #md5"), "{err}");
 
+    // Lines that point off the environment's channels, or carry credentials, are refused before any fetch.
+    for (line, expect) in [
+        ("file:///etc/passwd-1.0-0.conda#".to_string() + &"a".repeat(64), "lock file"),
+        ("http://169.254.169.254/latest/x-1.0-0.conda#".to_string() + &"a".repeat(64), "lock file"),
+        ("https://ci:s3cret@conda.example.com/chan/linux-64/x-1.0-0.conda#".to_string() + &"a".repeat(64), "credentials"),
+    ] {
+        std::fs::write(dir.join("hostile.txt"), format!("@EXPLICIT\n{line}\n")).unwrap();
+        let (ok, _, err) = envlayer_env(&dir, &["build", e, "--cache-dir", "cache-h", "-o", "h.oci", "--lock", "hostile.txt", "-q"], &[]);
+        assert!(!ok && err.contains(expect) && !err.contains("s3cret"), "{line}: {err}");
+        assert!(!dir.join("cache-h/pkgs").exists(), "{line}: nothing fetched");
+    }
+
     // conda-lock.yml (version 1), as conda-lock writes it.
     let channel_urls: Vec<String> = [&real, &stubs].iter().map(|c| format!("file://{}/", c.display())).collect();
     let mut yaml = format!(
@@ -137,7 +149,8 @@ fn explicit_files_conda_lock_and_pixi_locks_build_what_they_list() {
     }
     b.finish().to_path(&dir.join("both.lock")).unwrap();
     let s = build_json(&dir, &[hello.to_str().unwrap(), "--cache-dir", "cache", "-o", "both.oci", "--base", "scratch", "--lock", "both.lock"]);
-    let platforms: Vec<&str> = s["platforms"].as_array().unwrap().iter().map(|p| p["platform"].as_str().unwrap()).collect();
+    let mut platforms: Vec<&str> = s["platforms"].as_array().unwrap().iter().map(|p| p["platform"].as_str().unwrap()).collect();
+    platforms.sort();
     assert_eq!(platforms, ["linux-64", "linux-aarch64"]);
     assert!(s["index_digest"].as_str().unwrap().starts_with("sha256:"));
 }

@@ -67,12 +67,20 @@ fn an_index_per_environment_with_each_platforms_image() {
     let (ok, table, _) = envlayer_env(&dir, &["ls", "--repo", &repo, "--now", T0_25H], &[]);
     assert!(ok && table.contains("is an index for: linux-64, linux-aarch64"), "{table}");
     let children: Vec<String> = first["builds"].as_array().unwrap().iter().map(|b| b["manifest_digest"].as_str().unwrap().to_string()).collect();
+    // A user pins the arm64 image by a tag of their own: prune keeps it, and deletes the rest.
+    run(Command::new("skopeo").args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]).arg(format!("docker://{repo}@{}", children[1])).arg(format!("docker://{repo}:arm-pinned")));
     let (ok, out, err) = envlayer_env(&dir, &["prune", "--repo", &repo, "--now", T0_25H, "--json"], &[]);
     assert!(ok, "{err}");
     let pruned: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(pruned["deleted"].as_array().unwrap().len(), 1, "{out}");
-    for c in &children {
-        let gone = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{repo}@{c}")).output().unwrap();
-        assert!(!gone.status.success(), "{c} went with its index");
-    }
+    let exists = |c: &str| Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{repo}@{c}")).output().unwrap().status.success();
+    assert!(!exists(&children[0]), "the amd64 image went with its index");
+    assert!(exists(&children[1]), "the pinned arm64 image stays");
+
+    // A registry base: each platform's layers come from it, into a layout too.
+    run(Command::new("skopeo").args(["copy", "-q", "--dest-tls-verify=false"]).arg(format!("oci:{base}")).arg(format!("docker://{}/base/debian:12", reg.addr())));
+    let args = ["build", e, "--platform", "linux-64,linux-aarch64", "--base", &format!("{}/base/debian:12", reg.addr()), "--base", "linux-aarch64=scratch", "--cache-dir", "cache", "-o", "r.oci", "-q"];
+    let (ok, _, err) = envlayer_env(&dir, &args, &[]);
+    assert!(ok, "{err}");
+    run(Command::new("skopeo").args(["copy", "-q", "--all"]).arg(format!("oci:{}:latest", dir.join("r.oci").display())).arg(format!("oci:{}:all", dir.join("r-copy").display())));
 }
