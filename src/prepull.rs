@@ -69,6 +69,33 @@ pub fn check(opts: &PrepullOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// One DaemonSet per architecture among `images`, each on nodes of that architecture
+/// (`kubernetes.io/arch`) and pulling the images that run there (an index on every one it lists): an
+/// image of another architecture would fail its init container and block the rest. Images whose
+/// architecture is unknown go on every node.
+pub fn daemonsets(images: &[&EnvImage], opts: &PrepullOptions) -> Vec<Value> {
+    let mut archs: Vec<&str> = images.iter().flat_map(|i| i.architectures.iter().map(String::as_str)).collect();
+    archs.sort();
+    archs.dedup();
+    if archs.len() <= 1 {
+        let mut o = opts.clone();
+        if let Some(a) = archs.first() {
+            o.selector.push(("kubernetes.io/arch".into(), a.to_string()));
+        }
+        return vec![daemonset(images, &o)];
+    }
+    archs
+        .iter()
+        .map(|a| {
+            let mine: Vec<&EnvImage> = images.iter().copied().filter(|i| i.architectures.is_empty() || i.architectures.iter().any(|x| x == a)).collect();
+            let mut o = opts.clone();
+            o.name = format!("{}-{a}", opts.name).chars().take(63).collect();
+            o.selector.push(("kubernetes.io/arch".into(), a.to_string()));
+            daemonset(&mine, &o)
+        })
+        .collect()
+}
+
 /// The DaemonSet pulling `images` (each `registry/repo@sha256:...`), as a JSON value.
 pub fn daemonset(images: &[&EnvImage], opts: &PrepullOptions) -> Value {
     let labels = json!({"app.kubernetes.io/name": opts.name, "app.kubernetes.io/managed-by": "envlayer"});

@@ -56,7 +56,14 @@ pub async fn prepull(args: PrepullArgs) -> Result<()> {
     if fresh.is_empty() {
         eprintln!("warning: no fresh environment image in {repo}: the DaemonSet pulls nothing but its helpers");
     }
-    print!("{}", serde_yaml::to_string(&prepull::daemonset(&fresh, &opts))?);
+    // One document per architecture, separated as kubectl reads several.
+    let docs = prepull::daemonsets(&fresh, &opts);
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            println!("---");
+        }
+        print!("{}", serde_yaml::to_string(d)?);
+    }
     eprintln!("{} image(s) of {repo}; apply with: kubectl apply -f -", fresh.len());
     Ok(())
 }

@@ -60,6 +60,8 @@ pub struct EnvImage {
     pub size: u64,
     /// Packages installed when the container starts (link scripts, or the whole environment).
     pub runtime_packages: Vec<String>,
+    /// The OCI architectures it runs on (`amd64`, `arm64`): several for an index.
+    pub architectures: Vec<String>,
     /// The platforms of a multi-platform image (an index); empty for one platform.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
@@ -149,6 +151,20 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
             size += serde_json::from_slice::<serde_json::Value>(&bytes).map(|m| sizes(&m)).unwrap_or(0);
         }
     }
+    // The architectures it runs on: an index's entries, else its config's (registry data: kept only when
+    // it is a plain word).
+    let word = |a: &str| !a.is_empty() && a.len() <= 32 && a.bytes().all(|b| b.is_ascii_alphanumeric());
+    let mut architectures: Vec<String> = manifest["manifests"].as_array().into_iter().flatten().filter_map(|m| m["platform"]["architecture"].as_str()).filter(|a| word(a)).map(String::from).collect();
+    if architectures.is_empty() {
+        if let Some(d) = manifest["config"]["digest"].as_str().and_then(|d| d.parse::<envlayer_layers::Digest>().ok()) {
+            if let Ok(config) = registry.get_blob_bytes(&repo.repository, &d).await {
+                let c: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
+                architectures.extend(c["architecture"].as_str().filter(|a| word(a)).map(String::from));
+            }
+        }
+    }
+    architectures.sort();
+    architectures.dedup();
     Ok(Some(EnvImage {
         tag: tag.to_string(),
         tags: vec![tag.to_string()],
@@ -167,6 +183,7 @@ pub async fn inspect(registry: &Registry, repo: &Reference, tag: &str, now: jiff
             .map(|s| s.split(',').filter(|p| !p.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
         referrers: Vec::new(),
+        architectures,
         platforms: a["io.envlayer.platforms"].as_str().map(|p| p.split(',').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default(),
     }))
 }
