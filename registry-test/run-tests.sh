@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for tool in skopeo umoci docker-registry containerd runc htpasswd openssl podman; do
+for tool in skopeo umoci docker-registry containerd runc htpasswd openssl podman ip flock; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 [ -x /usr/bin/time ] || need+=(time)
@@ -16,7 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends skopeo umoci docker-registry containerd runc apache2-utils \
-    openssl ca-certificates time podman >/dev/null
+    openssl ca-certificates time podman iproute2 util-linux >/dev/null
 fi
 if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
   echo "installing grpcio and grpcio-tools from PyPI (CRI PullImage client)" >&2

@@ -123,8 +123,13 @@ fn parse_output(s: &str) -> Result<(PathBuf, Option<envlayer::archive::ArchiveKi
             None => (rest, None),
         };
         if let Some(r) = &reference {
+            // NAME:TAG as docker load takes it: a repository path by the reference grammar (checked by the
+            // reference parser, under a placeholder registry when it names none) and an OCI tag.
             let ok = r.split_once(':').is_some_and(|(name, tag)| {
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)) && super::args::check_tag("-o", tag).is_ok()
+                let host_named = name.split('/').next().is_some_and(|h| h.contains('.') || h == "localhost");
+                let full = if host_named { format!("{name}:{tag}") } else { format!("docker.io/{name}:{tag}") };
+                full.parse::<Reference>().is_ok_and(|p| p.tag.as_deref() == Some(tag) && p.repository.split('/').all(|c| !c.is_empty() && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())))
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
             });
             if !ok {
                 return Err(format!("-o docker-archive:{file}:{r}: the image name must be NAME:TAG (lowercase name, an OCI tag), like myenv:1.0").into());

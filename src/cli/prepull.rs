@@ -1,16 +1,15 @@
 //! `envlayer prepull`: a DaemonSet that pre-pulls the fresh environment images of a repository.
 
-use super::args::{ClockArgs, RegistryArgs};
+use super::repo::RepoArgs;
 use super::Result;
 use clap::Args;
 use envlayer::prepull::{self, PrepullOptions};
-use envlayer::registry::Reference;
 
 #[derive(Args)]
 pub struct PrepullArgs {
-    /// The repository (registry/repo).
-    #[arg(long)]
-    repo: String,
+    /// The repository, `--json` (the images by digest instead of the DaemonSet), registry access, clock.
+    #[command(flatten)]
+    repo: RepoArgs,
     /// The DaemonSet's namespace [default: none: kubectl's current one].
     #[arg(long)]
     namespace: Option<String>,
@@ -26,17 +25,9 @@ pub struct PrepullArgs {
     /// The image of the container that keeps the pod running.
     #[arg(long, value_name = "IMAGE", default_value = "registry.k8s.io/pause:3.10")]
     pause_image: String,
-    /// Print the images (references by digest) as JSON instead of the DaemonSet.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    registry: RegistryArgs,
-    #[command(flatten)]
-    clock: ClockArgs,
 }
 
 pub async fn prepull(args: PrepullArgs) -> Result<()> {
-    let repo: Reference = args.repo.parse()?;
     let selector = args
         .selectors
         .iter()
@@ -44,11 +35,9 @@ pub async fn prepull(args: PrepullArgs) -> Result<()> {
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let opts = PrepullOptions { name: args.name, namespace: args.namespace, selector, noop_image: args.noop_image, pause_image: args.pause_image };
     prepull::check(&opts)?;
-    let settings = args.registry.settings();
-    let registry = envlayer::registry::connect(&repo, &settings.auth, &settings.client).await?;
-    let images = envlayer::lifecycle::list(&registry, &repo, args.clock.now()?).await?;
+    let (repo, images) = args.repo.images().await?;
     let fresh = prepull::fresh(&images);
-    if args.json {
+    if args.repo.json {
         let list: Vec<serde_json::Value> = fresh.iter().map(|i| serde_json::json!({"name": i.name, "tag": i.tag, "reference": i.reference, "digest": i.digest})).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());

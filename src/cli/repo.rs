@@ -13,7 +13,7 @@ pub struct RepoArgs {
     repo: String,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     #[command(flatten)]
     registry: RegistryArgs,
     #[command(flatten)]
@@ -106,11 +106,19 @@ fn table(images: &[EnvImage]) {
     }
 }
 
+impl RepoArgs {
+    /// The repository and its environment images (one per manifest, newest first).
+    pub async fn images(&self) -> Result<(Reference, Vec<EnvImage>)> {
+        let repo: Reference = self.repo.parse()?;
+        let settings = self.registry.settings();
+        let registry = envlayer::registry::connect(&repo, &settings.auth, &settings.client).await?;
+        let images = lifecycle::list(&registry, &repo, self.clock.now()?).await?;
+        Ok((repo, images))
+    }
+}
+
 pub async fn ls(args: RepoArgs) -> Result<()> {
-    let repo: Reference = args.repo.parse()?;
-    let settings = args.registry.settings();
-    let registry = envlayer::registry::connect(&repo, &settings.auth, &settings.client).await?;
-    let images = lifecycle::list(&registry, &repo, args.clock.now()?).await?;
+    let (_, images) = args.images().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
     } else {

@@ -58,6 +58,10 @@ fn archives_are_read_by_skopeo_loaded_by_podman_and_run() {
     let (ok, _, err) = envlayer_env(&dir, &["build", e, "--cache-dir", "cache2", "-o", "docker-archive:z.tar", "--compression", "zstd", "--base", "scratch", "-q"], &[]);
     assert!(!ok && err.contains("a docker archive needs gzip layers") && err.contains("oci-archive:FILE"), "{err}");
     assert!(!dir.join("z.tar").exists() && !dir.join("cache2/layers").exists(), "refused before any work");
+    for bad in ["docker-archive:b.tar:a//b:1", "docker-archive:b.tar:-x:1", "docker-archive:b.tar:Up:1", "docker-archive:b.tar:ok:.bad"] {
+        let (ok, _, err) = envlayer_env(&dir, &["build", e, "--cache-dir", "cache2", "-o", bad, "-q"], &[]);
+        assert!(!ok && err.contains("must be NAME:TAG"), "{bad}: {err}");
+    }
     std::fs::write(dir.join("mine.tar"), "not an archive").unwrap();
     let (ok, _, err) = envlayer_env(&dir, &["build", e, "--cache-dir", "cache", "-o", "oci-archive:mine.tar", "--base", "scratch", "-q"], &[]);
     assert!(!ok && err.contains("is not an image archive"), "{err}");

@@ -14,9 +14,6 @@ const T0: &str = "2026-11-25T08:00:00Z";
 const T0_25H: &str = "2026-11-26T09:00:00Z";
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn skopeo_json(args: &[&str], image: &str) -> Value {
-    serde_json::from_str(&run(Command::new("skopeo").args(["inspect", "--tls-verify=false"]).args(args).arg(format!("docker://{image}")))).unwrap()
-}
 
 #[test]
 fn warnings_reach_stderr_without_a_terminal_and_an_image_without_a_base_says_so() {
@@ -68,13 +65,13 @@ fn a_named_tag_gets_no_expiry_and_prune_never_deletes_what_a_user_tagged() {
     let prod = format!("{repo}:prod");
     let (ok, _, err) = envlayer_env(&dir, &[&["build", hello.to_str().unwrap(), "--push", &prod][..], &base].concat(), &[]);
     assert!(ok, "{err}");
-    assert!(skopeo_json(&[], &prod)["Labels"].get("quay.expires-after").is_none());
-    assert!(skopeo_json(&["--raw"], &prod)["annotations"].get("io.envlayer.expires").is_none());
+    assert!(skopeo_json(&[], &format!("docker://{}", prod))["Labels"].get("quay.expires-after").is_none());
+    assert!(skopeo_json(&["--raw"], &format!("docker://{}", prod))["annotations"].get("io.envlayer.expires").is_none());
     // With --ttl, it has one.
     let nightly = format!("{repo}:nightly");
     let (ok, _, err) = envlayer_env(&dir, &[&["build", hello.to_str().unwrap(), "--push", &nightly, "--ttl", "2h"][..], &base].concat(), &[]);
     assert!(ok, "{err}");
-    assert_eq!(skopeo_json(&[], &nightly)["Labels"]["quay.expires-after"], "2h");
+    assert_eq!(skopeo_json(&[], &format!("docker://{}", nightly))["Labels"]["quay.expires-after"], "2h");
     // `push` of a layout built with a TTL to a named tag says what that means.
     let (ok, _, err) = envlayer_env(&dir, &[&["build", hello.to_str().unwrap(), "-o", "ttl.oci", "--ttl", "2h"][..], &base].concat(), &[]);
     assert!(ok, "{err}");
@@ -125,9 +122,9 @@ fn a_named_tag_gets_no_expiry_and_prune_never_deletes_what_a_user_tagged() {
     assert_eq!(deleted.len(), 1, "{out}");
     assert_eq!(deleted[0]["name"], "gone");
     assert_eq!(deleted[0]["tags"].as_array().unwrap().len(), 2);
-    skopeo_json(&[], &format!("{repo}:stable"));
-    skopeo_json(&[], &format!("{repo}:{tag}"));
-    skopeo_json(&[], &prod);
+    skopeo_json(&[], &format!("docker://{repo}:stable"));
+    skopeo_json(&[], &format!("docker://{repo}:{tag}"));
+    skopeo_json(&[], &format!("docker://{}", prod));
 }
 
 #[test]

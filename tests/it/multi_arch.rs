@@ -9,9 +9,6 @@ use std::process::Command;
 const T0: &str = "2026-11-25T08:00:00Z";
 const T0_25H: &str = "2026-11-26T09:00:00Z";
 
-fn raw(args: &[&str], image: &str) -> Value {
-    serde_json::from_str(&run(Command::new("skopeo").args(["inspect", "--tls-verify=false"]).args(args).arg(image))).unwrap()
-}
 
 #[test]
 fn an_index_per_environment_with_each_platforms_image() {
@@ -28,14 +25,14 @@ fn an_index_per_environment_with_each_platforms_image() {
     assert!(ok, "{err}");
     let s: Value = serde_json::from_str(&out).unwrap();
     for image in [format!("oci:{}:latest", dir.join("m.oci").display()), format!("docker://{repo}:multi")] {
-        let index = raw(&["--raw"], &image);
+        let index = skopeo_json(&["--raw"], &image);
         assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{image}");
         assert_eq!(index["annotations"]["io.envlayer.env.name"], "hello");
         let platforms: Vec<String> = index["manifests"].as_array().unwrap().iter().map(|m| format!("{}/{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap(), m["platform"]["variant"].as_str().unwrap_or(""))).collect();
         assert_eq!(platforms, ["linux/amd64/", "linux/arm64/v8"]);
         // skopeo picks each platform's image; the arm64 one has no Debian layers.
-        let amd = raw(&["--override-arch", "amd64"], &image);
-        let arm = raw(&["--override-arch", "arm64"], &image);
+        let amd = skopeo_json(&["--override-arch", "amd64"], &image);
+        let arm = skopeo_json(&["--override-arch", "arm64"], &image);
         assert_eq!((amd["Architecture"].as_str(), arm["Architecture"].as_str()), (Some("amd64"), Some("arm64")));
         let (amd_layers, arm_layers) = (amd["Layers"].as_array().unwrap(), arm["Layers"].as_array().unwrap());
         assert!(amd_layers.len() > arm_layers.len());
@@ -46,7 +43,7 @@ fn an_index_per_environment_with_each_platforms_image() {
     // Each platform's image has its SBOM.
     for p in s["platforms"].as_array().unwrap() {
         let tag = format!("sha256-{}", p["build"]["manifest_digest"].as_str().unwrap().trim_start_matches("sha256:"));
-        raw(&["--raw"], &format!("docker://{repo}:{tag}"));
+        skopeo_json(&["--raw"], &format!("docker://{repo}:{tag}"));
     }
     // A base for a platform that is another architecture is refused.
     let (ok, _, err) = envlayer_env(&dir, &["build", e, "--platform", "linux-64,linux-aarch64", "--base", &format!("linux-aarch64={base}"), "--cache-dir", "cache", "-o", "bad.oci", "-q"], &[]);

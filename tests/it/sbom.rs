@@ -104,9 +104,6 @@ fn the_sbom_lists_every_package_validates_and_is_the_same_wherever_it_is_built()
     assert!(s["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("is not an SBOM envlayer wrote")), "{}", s["warnings"]);
 }
 
-fn raw(image: &str) -> Value {
-    serde_json::from_str(&run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{image}")))).unwrap()
-}
 
 #[test]
 fn the_sbom_is_a_referrer_of_the_pushed_image_and_goes_with_it() {
@@ -120,12 +117,12 @@ fn the_sbom_is_a_referrer_of_the_pushed_image_and_goes_with_it() {
     let s = build_json_env(&dir, &[e, "--cache-dir", "cache", "-o", "h.oci", "--base", "scratch", "--push", &format!("{repo}:h")], &[EPOCH]);
     let image = s["manifest_digest"].as_str().unwrap();
     let tag = format!("sha256-{}", image.trim_start_matches("sha256:"));
-    let index = raw(&format!("{repo}:{tag}"));
+    let index = skopeo_json(&["--raw"], &format!("docker://{repo}:{tag}"));
     assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["artifactType"], "application/spdx+json");
-    let artifact = raw(&format!("{repo}@{}", entries[0]["digest"].as_str().unwrap()));
+    let artifact = skopeo_json(&["--raw"], &format!("docker://{repo}@{}", entries[0]["digest"].as_str().unwrap()));
     assert_eq!(artifact["subject"]["digest"], image);
     assert_eq!(artifact["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
     let local = envlayer::Digest::of(&std::fs::read(dir.join("h.oci.spdx.json")).unwrap()).to_string();
@@ -138,7 +135,7 @@ fn the_sbom_is_a_referrer_of_the_pushed_image_and_goes_with_it() {
     // A CycloneDX SBOM of the same image joins the index; the SPDX entry stays.
     let (ok, _, err) = envlayer_env(&dir, &["build", e, "--cache-dir", "cache", "-o", "h2.oci", "--base", "scratch", "--sbom", "cyclonedx", "--push", &format!("{repo}:h"), "-q"], &[EPOCH]);
     assert!(ok, "{err}");
-    let types: Vec<String> = raw(&format!("{repo}:{tag}"))["manifests"].as_array().unwrap().iter().map(|m| m["artifactType"].as_str().unwrap().to_string()).collect();
+    let types: Vec<String> = skopeo_json(&["--raw"], &format!("docker://{repo}:{tag}"))["manifests"].as_array().unwrap().iter().map(|m| m["artifactType"].as_str().unwrap().to_string()).collect();
     assert_eq!(types, ["application/spdx+json", "application/vnd.cyclonedx+json"]);
 
     // `push` of the layout takes the SBOM beside it along.
@@ -146,7 +143,7 @@ fn the_sbom_is_a_referrer_of_the_pushed_image_and_goes_with_it() {
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["sbom_artifact"][0]["artifact_type"], "application/spdx+json");
-    raw(&format!("{}/other:{tag}", reg.addr()));
+    skopeo_json(&["--raw"], &format!("docker://{}/other:{tag}", reg.addr()));
 
     // resolve attaches one too, and prune deletes it with the image.
     let (ok, out, err) = envlayer_env(&dir, &["resolve", e, "--repo", &repo, "--now", T0, "--cache-dir", "cache", "--base", "scratch", "--json", "-q"], &[]);
@@ -154,7 +151,7 @@ fn the_sbom_is_a_referrer_of_the_pushed_image_and_goes_with_it() {
     let r: Value = serde_json::from_str(&out).unwrap();
     let rtag = format!("sha256-{}", r["image"]["digest"].as_str().unwrap().trim_start_matches("sha256:"));
     let sbom_digest = r["sbom"]["reference"].as_str().unwrap().rsplit('@').next().unwrap().to_string();
-    raw(&format!("{repo}:{rtag}"));
+    skopeo_json(&["--raw"], &format!("docker://{repo}:{rtag}"));
     let (ok, out, err) = envlayer_env(&dir, &["prune", "--repo", &repo, "--now", T0_25H, "--json"], &[]);
     assert!(ok, "{err}");
     let pruned: Value = serde_json::from_str(&out).unwrap();
@@ -162,5 +159,5 @@ fn the_sbom_is_a_referrer_of_the_pushed_image_and_goes_with_it() {
     let gone = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{repo}:{rtag}")).output().unwrap();
     assert!(!gone.status.success(), "the referrers tag went with the image");
     // The images built with `build` (no expiry) and their SBOMs stay.
-    raw(&format!("{repo}:{tag}"));
+    skopeo_json(&["--raw"], &format!("docker://{repo}:{tag}"));
 }

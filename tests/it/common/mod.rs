@@ -159,6 +159,12 @@ pub fn start_container(layout: &Path, rootfs: &Path, user: Option<&str>, cmd: &[
     c.args(cmd).output().unwrap()
 }
 
+/// `skopeo inspect --tls-verify=false ARGS IMAGE` (IMAGE with its transport: `docker://...`, `oci:...`)
+/// as JSON.
+pub fn skopeo_json(args: &[&str], image: &str) -> Value {
+    serde_json::from_str(&run(Command::new("skopeo").args(["inspect", "--tls-verify=false"]).args(args).arg(image))).unwrap()
+}
+
 /// The small example channel (`envlayer example-channel`) in `dir/chan`, written once.
 pub fn example_channel(dir: &Path) -> PathBuf {
     if !dir.join("chan").is_dir() {
