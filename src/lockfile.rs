@@ -77,7 +77,10 @@ const MAX_LOCK_BYTES: u64 = 64 << 20;
 pub fn lock_platforms(path: &Path, environment: Option<&str>) -> Result<Vec<Subdir>, SolveError> {
     let err = |reason: String| SolveError::Lock { path: path.to_path_buf(), reason };
     if is_explicit(path) {
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_LOCK_BYTES), &mut text))
+            .map_err(|e| err(e.to_string()))?;
         return Ok(text
             .lines()
             .filter_map(|l| l.trim().strip_prefix("# platform:").and_then(|p| Subdir::from_str(p.trim()).ok()))
