@@ -22,6 +22,7 @@ pub mod lockfile;
 pub mod pyc;
 pub mod prepull;
 pub mod pypi;
+pub mod regcache;
 pub mod runtime_install;
 pub mod sbom;
 pub mod reporter;

@@ -56,12 +56,22 @@ pub fn python_dists<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<(String, St
     out.into_iter().collect()
 }
 
+// `2-`: entries written before `python_dists` existed are not read (they would claim none).
+fn cached_path(cache_dir: &std::path::Path, hash: &str) -> PathBuf {
+    cache_dir.join("inspect").join(format!("2-{hash}.json"))
+}
+
+/// A package's link information if this machine's cache has it.
+pub fn cached(cache_dir: &std::path::Path, record: &RepoDataRecord) -> Option<LinkInfo> {
+    let path = cached_path(cache_dir, &package_hash(record)?);
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
 /// Reads a package's link information, from `<cache>/inspect/<hash>.json` or from the package itself
 /// (fetched and extracted into the store).
 pub async fn inspect(store: &PackageStore, cache_dir: &std::path::Path, record: &RepoDataRecord) -> Result<LinkInfo, FetchError> {
     let hash = package_hash(record).ok_or_else(|| FetchError::NoHash(record.identifier.to_file_name()))?;
-    // `2-`: entries written before `python_dists` existed are not read (they would claim none).
-    let cached = cache_dir.join("inspect").join(format!("2-{hash}.json"));
+    let cached = cached_path(cache_dir, &hash);
     if let Some(info) = std::fs::read(&cached).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
         return Ok(info);
     }

@@ -216,6 +216,8 @@ pub struct NewLayer {
     pub annotations: BTreeMap<String, String>,
     /// The image history's `created_by` for it.
     pub created_by: String,
+    /// Where it is in a registry, when it is not on disk.
+    pub remote: Option<RemoteBlob>,
 }
 
 /// What the image's config and manifest say beyond its layers.
@@ -313,7 +315,7 @@ pub fn assemble(base: Option<&BaseImage>, layers: &[NewLayer], settings: &ImageS
         if !l.annotations.is_empty() {
             d["annotations"] = json!(l.annotations);
         }
-        blobs.push(Blob { descriptor: d, path: l.path.clone(), digest: l.layer.digest.clone(), remote: None, verified: true });
+        blobs.push(Blob { descriptor: d, path: l.path.clone(), digest: l.layer.digest.clone(), remote: l.remote.clone(), verified: true });
     }
     let mut manifest = json!({
         "schemaVersion": 2,

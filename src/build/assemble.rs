@@ -21,7 +21,7 @@ pub struct Layers {
     pub shared: Vec<Vec<String>>,
 }
 
-fn summary(c: &CachedLayer, packages: Vec<String>, cached: bool) -> LayerSummary {
+fn summary(c: &CachedLayer, packages: Vec<String>, cached: bool, remote: bool) -> LayerSummary {
     LayerSummary {
         digest: c.layer.digest.to_string(),
         diff_id: Some(c.layer.diff_id.to_string()),
@@ -29,6 +29,7 @@ fn summary(c: &CachedLayer, packages: Vec<String>, cached: bool) -> LayerSummary
         media_type: c.layer.media_type().to_string(),
         packages,
         cached,
+        remote,
     }
 }
 
@@ -43,6 +44,7 @@ pub fn layers(
     runtime: &[usize],
     inputs: &super::Inputs,
     cache: &LayerCache,
+    remote: Option<&crate::image::RemoteBlob>,
 ) -> Layers {
     let mut new = Vec::new();
     let mut summaries: Vec<LayerSummary> = base
@@ -56,15 +58,19 @@ pub fn layers(
                     media_type: l.descriptor["mediaType"].as_str().unwrap_or_default().to_string(),
                     packages: vec!["base".into()],
                     cached: true,
+                    remote: false,
                 })
                 .collect()
         })
         .unwrap_or_default();
     let mut packages = vec![None; records.len() + wheels.len()];
     let mut shared = Vec::new();
-    let mut push = |c: &CachedLayer, annotations: BTreeMap<String, String>, created_by: String, names: Vec<String>, cached: bool| {
-        new.push(NewLayer { layer: c.layer.clone(), path: cache.blob_path(&c.layer.digest), annotations, created_by });
-        summaries.push(summary(c, names, cached));
+    // A registry-cache hit not downloaded is referenced where it is (the push mounts it or finds it there).
+    let mut push = |c: &CachedLayer, annotations: BTreeMap<String, String>, created_by: String, names: Vec<String>, cached: bool, from_registry: bool| {
+        let path = cache.blob_path(&c.layer.digest);
+        let remote = remote.filter(|_| from_registry && std::fs::symlink_metadata(&path).is_err()).cloned();
+        new.push(NewLayer { layer: c.layer.clone(), path, annotations, created_by, remote });
+        summaries.push(summary(c, names, cached, from_registry));
         summaries.len() - 1
     };
     // A part of a split package with no files (a package with fewer files than parts) is left out.
@@ -76,7 +82,7 @@ pub fn layers(
             annotations.insert(keys::ANNOTATION_PART.to_string(), format!("{}/{n}", k + 1));
             created_by.push_str(&format!(" (part {} of {n})", k + 1));
         }
-        let idx = push(c, annotations, created_by, c.packages.clone(), b.from_cache);
+        let idx = push(c, annotations, created_by, c.packages.clone(), b.from_cache, b.remote);
         // A package split across layers is listed with its first.
         for &i in &b.members {
             if packages[i].is_some() {
@@ -99,6 +105,7 @@ pub fn layers(
             format!("envlayer: archives installed at runtime: {}", env.runtime_names.join(" ")),
             vec!["runtime-archives".into()],
             *from_cache,
+            false,
         );
         for &i in runtime {
             packages[i] = Some(PackageSummary::new(&records[i], idx));
@@ -111,6 +118,7 @@ pub fn layers(
         format!("envlayer: environment {} ({:?})", inputs.spec.name, inputs.install_mode),
         vec!["environment".into()],
         *from_cache,
+        false,
     );
     Layers { new, summaries, packages: packages.into_iter().flatten().collect(), shared }
 }

@@ -50,7 +50,7 @@ pub async fn lock(opts: &BuildOptions, path: &Path, reporter: &dyn Reporter) -> 
     let wheels = if inputs.spec.pip.as_ref().is_some_and(|p| !p.requirements.is_empty()) {
         // The pip part is resolved against what the conda packages provide, so they are inspected.
         let store = PackageStore::new(opts.cache_dir.clone()).with_timeouts(opts.network);
-        let infos = plan::inspect(&opts, &records, &store).await?;
+        let infos = plan::inspect(&opts, &records, &store, None).await?;
         let wheel_store = crate::pypi::fetch::WheelStore::new(&opts.cache_dir, opts.network, crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref()));
         let cx = pip::PipContext { records: &records, infos: &infos, python: python.as_ref(), store: &store, wheels: &wheel_store };
         pip::wheels(&opts, &inputs, &cx).await?

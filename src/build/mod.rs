@@ -56,6 +56,9 @@ pub struct BuildOutput {
     pub image: image::Image,
     /// Its SBOM, unless turned off.
     pub sbom: Option<(crate::sbom::SbomFormat, Vec<u8>)>,
+    /// The registry cache it used, holding the entries to write after the push
+    /// ([`crate::regcache::publish`]).
+    pub registry_cache: Option<std::sync::Arc<crate::regcache::Session>>,
 }
 
 /// The default `--max-layers`: well under Docker's 125 and containers-storage's 128, leaving room for
@@ -185,7 +188,18 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let store = PackageStore::new(opts.cache_dir.clone()).with_timeouts(opts.network);
     let cache = LayerCache::new(opts.cache_dir.clone());
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
-    let infos = plan::inspect(opts, &records, &store).await?;
+    let mut cache_warnings = Vec::new();
+    let remote = match &opts.registry_cache {
+        Some(o) => match crate::regcache::Session::open(o, &opts.registry).await {
+            Ok(s) => Some(std::sync::Arc::new(s)),
+            Err(w) => {
+                cache_warnings.push(w);
+                None
+            }
+        },
+        None => None,
+    };
+    let infos = plan::inspect(opts, &records, &store, remote.as_deref()).await?;
     let wheel_store = crate::pypi::fetch::WheelStore::new(&opts.cache_dir, opts.network, crate::pypi::fetch::Credentials::new(&inputs.pip_index, opts.netrc.as_deref()));
     let pip_cx = pip::PipContext { records: &records, infos: &infos, python: python.as_ref(), store: &store, wheels: &wheel_store };
     let wheels = pip::wheels(opts, &inputs, &pip_cx).await?;
@@ -209,6 +223,11 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
             format!("{}-{}-{}: kept in one layer: splitting it (--split-above) would exceed --max-layers {}", r.name.as_normalized(), r.version, r.build, opts.max_layers)
         }));
     }
+    if let Some(session) = &remote {
+        // A layout or an archive needs every blob on disk.
+        baker.use_registry_cache(session.clone(), session.options.download || opts.output.is_some());
+        baker.prefetch(&plan.groups, opts.jobs).await;
+    }
     let baked = baker.bake(&plan.baked, &plan.groups, opts.jobs).await?;
     // The compiling interpreters and the stages are not needed past this point.
     drop(baker);
@@ -225,7 +244,8 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
 
     let config = config::Config { opts, inputs: &inputs, base: base.as_ref(), records: &records, facts: &baked.facts, runtime_names: &env.runtime_names, identity: &identity, times };
     let (settings, config_warnings) = config.settings()?;
-    let layers = assemble::layers(base.as_ref(), &baked, &env, &records, &wheels, &plan.runtime_packages, &inputs, &cache);
+    let remote_blob = remote.as_ref().map(|s| crate::image::RemoteBlob { registry: s.repo().registry.clone(), repository: s.repo().repository.clone() });
+    let layers = assemble::layers(base.as_ref(), &baked, &env, &records, &wheels, &plan.runtime_packages, &inputs, &cache, remote_blob.as_ref());
     let img = image::assemble(base.as_ref(), &layers.new, &settings);
 
     let sbom = opts.sbom.map(|format| {
@@ -284,6 +304,8 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     warnings.extend(plan.messages.iter().map(|m| format!("message from {m}")));
     warnings.extend(config_warnings);
     warnings.extend(sbom_warning);
+    warnings.extend(cache_warnings);
+    warnings.extend(remote.iter().flat_map(|s| s.warnings()));
     if opts.base.is_none() {
         warnings.push(
             "no --base: the image holds the environment and nothing else (no libc, no shell): it cannot run a command by itself. \
@@ -323,6 +345,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
         messages: plan.messages.clone(),
         pyc: PycSummary { compiled: plan.pyc_python.is_some(), files: pyc_files, reason: plan.pyc_reason.clone() },
         sbom: sbom.as_ref().map(|(format, bytes)| summary::SbomSummary { format: *format, digest: envlayer_layers::Digest::of(bytes).to_string(), file: sbom_file }),
+        registry_cache: remote.as_ref().map(|s| s.summary()),
     };
-    Ok(BuildOutput { summary, image: img, sbom })
+    Ok(BuildOutput { summary, image: img, sbom, registry_cache: remote })
 }

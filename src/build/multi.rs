@@ -38,6 +38,10 @@ pub fn platform_options(opts: &BuildOptions, platform: Subdir, bases: &BTreeMap<
     let mut o = opts.clone();
     o.platform = platform;
     o.fetch_base_layers = opts.output.is_some();
+    // The layout is written from the local cache: registry-cache hits are downloaded into it.
+    if let Some(c) = o.registry_cache.as_mut() {
+        c.download |= opts.output.is_some();
+    }
     o.output = None;
     if let Some(b) = bases.get(&platform) {
         o.base = Some(b.clone());

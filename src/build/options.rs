@@ -96,6 +96,9 @@ pub struct BuildOptions {
     /// runs the package's own code on this machine, where it can read what envlayer can, index
     /// credentials included.
     pub build_sdists: bool,
+    /// The registry cache: where layers other runners built are looked up, and this build's are recorded
+    /// (after a push, by the caller: [`crate::regcache::publish`]); none to build without one.
+    pub registry_cache: Option<crate::regcache::CacheOptions>,
 }
 
 impl BuildOptions {
@@ -140,6 +143,7 @@ impl BuildOptions {
             build_sdists: false,
             sbom: Some(crate::sbom::SbomFormat::Spdx),
             archive: None,
+            registry_cache: None,
         }
     }
 

@@ -35,13 +35,21 @@ pub struct Clobber {
     pub losers: Vec<String>,
 }
 
+mod remote;
+
 /// One packed (or cached) layer and the packages in it.
 #[derive(Debug, Clone)]
 pub struct BakedLayer {
     /// The layer.
     pub cached: CachedLayer,
-    /// Whether it came from the cache.
+    /// Whether it came from the local cache.
     pub from_cache: bool,
+    /// Whether it came from the registry cache (referenced there, or downloaded from there).
+    pub remote: bool,
+    /// The key of its registry-cache entry (shared by the parts of a split package).
+    pub entry_key: String,
+    /// Its members' keys (with the paths they lose to clobbers).
+    pub member_keys: Vec<String>,
     /// Indices of its packages.
     pub members: Vec<usize>,
     /// Which part of its package (from 0) and of how many, when the package spans several layers.
@@ -98,6 +106,8 @@ pub struct Baker<'a> {
     /// How many interpreters compile at once: the build's `jobs`.
     pool_size: AtomicUsize,
     tmp: tempfile::TempDir,
+    /// The registry cache, if used, and what it answered.
+    remote: remote::Remote,
 }
 
 fn dist(r: &RepoDataRecord) -> String {
@@ -142,6 +152,7 @@ impl<'a> Baker<'a> {
             pool: OnceCell::new(),
             pool_size: AtomicUsize::new(crate::build::cpus() as usize),
             tmp,
+            remote: remote::Remote::default(),
         })
     }
 
@@ -254,7 +265,7 @@ impl<'a> Baker<'a> {
     }
 
     async fn facts(&self, i: usize) -> Result<PackageFacts, BuildError> {
-        match self.cache.facts(&self.keys[i]) {
+        match self.cache.facts(&self.keys[i]).or_else(|| self.remote.facts(&self.keys[i])) {
             Some(f) => {
                 self.reporter.advance(Stage::Fetch, &self.name(i));
                 self.reporter.advance(Stage::Install, &self.name(i));
@@ -325,11 +336,13 @@ impl<'a> Baker<'a> {
             ("install+pack".to_string(), (t1 - t0).as_millis() as u64),
             ("clobbers".to_string(), t1.elapsed().as_millis() as u64),
         ]);
+        self.queue_entries(&layers, &facts);
         let work = crate::build::Work {
             downloaded: self.downloaded.load(Ordering::Relaxed),
             installed: self.installed.load(Ordering::Relaxed),
             compressed: self.compressed.load(Ordering::Relaxed),
             cached_layers: self.cached.load(Ordering::Relaxed),
+            remote_layers: self.remote.used(),
         };
         Ok(Baked { layers, facts, clobbers, timings_ms, work })
     }
@@ -342,8 +355,9 @@ impl<'a> Baker<'a> {
         }
     }
 
-    /// The layers of the group `members` (one, or one per part of a split package), from the cache or packed.
-    async fn layer(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> Result<Vec<BakedLayer>, BuildError> {
+    /// The keys of the group `members`: each member's (with the paths it loses in `exclude`), and each
+    /// part's (one, or one per part of a split package).
+    fn group_keys(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> (Vec<String>, Vec<String>) {
         let member_keys: Vec<String> = members
             .iter()
             .map(|&i| match exclude.get(&i) {
@@ -355,14 +369,40 @@ impl<'a> Baker<'a> {
         let n = self.parts(members);
         // Each part is keyed by the package's key, its number and how many there are.
         let keys: Vec<String> = if n == 1 { vec![key] } else { (0..n).map(|k| Digest::of(format!("{key}:{SPLIT}:part:{k}/{n}").as_bytes()).hex()).collect() };
+        (member_keys, keys)
+    }
+
+    /// The layers of the group `members` (one, or one per part of a split package): from the local cache,
+    /// the registry cache, or packed.
+    async fn layer(&self, members: &[usize], exclude: &BTreeMap<usize, BTreeSet<String>>) -> Result<Vec<BakedLayer>, BuildError> {
+        let (member_keys, keys) = self.group_keys(members, exclude);
+        let n = keys.len();
+        let entry_key = crate::regcache::entry_key(&keys);
         let names: Vec<String> = members.iter().map(|&i| self.name(i)).collect();
-        let baked = |layers: Vec<CachedLayer>, from_cache: bool| -> Vec<BakedLayer> {
-            layers.into_iter().enumerate().map(|(k, cached)| BakedLayer { cached, from_cache, members: members.to_vec(), part: (n > 1).then_some((k, n)) }).collect()
+        let baked = |layers: Vec<CachedLayer>, from_cache: bool, remote: bool| -> Vec<BakedLayer> {
+            layers
+                .into_iter()
+                .enumerate()
+                .map(|(k, cached)| BakedLayer {
+                    cached,
+                    from_cache,
+                    remote,
+                    entry_key: entry_key.clone(),
+                    member_keys: member_keys.clone(),
+                    members: members.to_vec(),
+                    part: (n > 1).then_some((k, n)),
+                })
+                .collect()
         };
         if let Some(cached) = keys.iter().map(|k| self.cache.get(k)).collect::<Option<Vec<_>>>() {
             self.cached.fetch_add(n, Ordering::Relaxed);
             self.reporter.advance(Stage::Pack, &names.join(", "));
-            return Ok(baked(cached, true));
+            return Ok(baked(cached, true, false));
+        }
+        let hit = self.remote_lookup(&entry_key, &member_keys, n).await;
+        if let Some(layers) = self.remote_use(hit.as_ref(), members, &keys, &names).await? {
+            self.reporter.advance(Stage::Pack, &names.join(", "));
+            return Ok(baked(layers, false, true));
         }
         let dest = self.params.target.prefix.trim_start_matches('/').to_string();
         let mut sources = Vec::new();
@@ -376,6 +416,9 @@ impl<'a> Baker<'a> {
         let packed = crate::cache::pack_parts_into_cache(&self.cache, &keys, sources, self.params.mtime, self.params.compression, names).await?;
         self.compressed.fetch_add(n, Ordering::Relaxed);
         self.reporter.advance(Stage::Pack, &shown);
-        Ok(baked(packed, false))
+        if let Some(hit) = hit.as_ref().filter(|h| self.must_verify(&h.key)) {
+            self.remote_compare(hit, &packed, &shown);
+        }
+        Ok(baked(packed, false, false))
     }
 }

@@ -42,10 +42,24 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// What each record's archive says: link scripts, messages, the Python distributions it provides.
-pub async fn inspect(opts: &BuildOptions, records: &[RepoDataRecord], store: &PackageStore) -> Result<Vec<LinkInfo>, BuildError> {
-    Ok(futures::stream::iter(records.iter().map(|r| crate::link_scripts::inspect(store, &opts.cache_dir, r)))
-        .buffered(opts.jobs.max(1) * 2)
+/// What each record's archive says: link scripts, messages, the Python distributions it provides. With a
+/// registry cache, what is known here is preferred, then the cache's entry, then the archive itself
+/// (whose answer the cache lacks, and is queued for it).
+pub async fn inspect(opts: &BuildOptions, records: &[RepoDataRecord], store: &PackageStore, remote: Option<&crate::regcache::Session>) -> Result<Vec<LinkInfo>, BuildError> {
+    use crate::regcache::Found;
+    Ok(futures::stream::iter(records.iter().map(|r| async move {
+        let (Some(session), Some(hash)) = (remote, crate::fetch::package_hash(r)) else {
+            return crate::link_scripts::inspect(store, &opts.cache_dir, r).await;
+        };
+        let found = session.info(&hash).await;
+        if let Found::Hit(info) = found {
+            return Ok(crate::link_scripts::cached(&opts.cache_dir, r).unwrap_or(info));
+        }
+        let info = crate::link_scripts::inspect(store, &opts.cache_dir, r).await?;
+        session.add_info(crate::regcache::InfoEntry { format: crate::regcache::FORMAT, key: hash, info: info.clone() });
+        Ok(info)
+    }))
+        .buffered(opts.jobs.max(1) * 4)
         .collect::<Vec<_>>()
         .await
         .into_iter()

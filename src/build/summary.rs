@@ -64,6 +64,8 @@ pub struct BuildSummary {
     pub pyc: PycSummary,
     /// The SBOM, unless `--sbom none`.
     pub sbom: Option<SbomSummary>,
+    /// What the registry cache did, when one was used.
+    pub registry_cache: Option<crate::regcache::CacheSummary>,
 }
 
 /// Whether `.pyc` files are in the image.
@@ -137,6 +139,8 @@ pub struct LayerSummary {
     pub packages: Vec<String>,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// Whether it came from the registry cache.
+    pub remote: bool,
 }
 
 /// Work counters: a warm rebuild has zeros everywhere but `cached_layers`.
@@ -150,5 +154,7 @@ pub struct Work {
     pub compressed: usize,
     /// Layers taken from the cache.
     pub cached_layers: usize,
+    /// Layers taken from the registry cache (referenced where they are, or downloaded).
+    pub remote_layers: usize,
 }
 

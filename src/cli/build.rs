@@ -45,6 +45,7 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     let mut opts = args.flags.options(output, None)?;
     opts.tag = args.tag;
     opts.archive = archive;
+    opts.registry_cache = args.flags.registry_cache(push_ref.as_ref(), opts.output.is_some())?;
     let reporter = Bars::new(args.flags.solve.quiet);
     if !opts.platforms.is_empty() {
         return build_multi(&opts, &reporter, push_ref.as_ref(), args.json, usize::from(args.push_jobs.push_jobs)).await;
@@ -54,14 +55,17 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     let built = built?;
     let summary = &built.summary;
     let mut attached = None;
+    let mut published = None;
     let pushed = match &push_ref {
         Some(target) => {
             let registry = envlayer::registry::connect(target, &opts.registry.auth, &opts.registry.client).await?;
             let mut locations = envlayer::push::BlobLocations::load(&opts.cache_dir, &target.registry);
-            let report = envlayer::push::push_image(&registry, target, &built.image, usize::from(args.push_jobs.push_jobs), &mut locations).await?;
+            let jobs = usize::from(args.push_jobs.push_jobs);
+            let report = envlayer::push::push_image(&registry, target, &built.image, jobs, &mut locations).await?;
             if let Some((format, bytes)) = &built.sbom {
                 attached = envlayer::sbom::attach_or_warn(&registry, &target.repository, &built.image, *format, bytes).await;
             }
+            published = envlayer::regcache::publish_build(&built, &opts.cache_dir, target, jobs).await;
             Some(report)
         }
         None => None,
@@ -70,12 +74,14 @@ pub async fn build(args: BuildArgs) -> Result<()> {
         let mut v = serde_json::to_value(summary)?;
         v["push"] = serde_json::to_value(&pushed)?;
         v["sbom_artifact"] = serde_json::to_value(&attached)?;
+        v["registry_cache_written"] = serde_json::to_value(&published)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let w = &summary.work;
+    let remote = if w.remote_layers > 0 { format!(", {} from the registry cache", w.remote_layers) } else { String::new() };
     eprintln!(
-        "built {} ({} packages, {} layers; {} packed, {} from cache){}",
+        "built {} ({} packages, {} layers; {} packed, {} from cache{remote}){}",
         summary.name,
         summary.packages.len(),
         summary.layers.len(),
@@ -100,6 +106,9 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     }
     if let Some(a) = &attached {
         eprintln!("  sbom: {} ({})", a.reference, a.tag.as_deref().map(|t| format!("listed under the tag {t}")).unwrap_or_else(|| "found through the referrers API".into()));
+    }
+    if let Some(p) = published.as_ref().filter(|p| !p.written.is_empty()) {
+        eprintln!("  registry cache {}: {} entries written", p.repo, p.written.len());
     }
     match pushed {
         Some(p) => {
@@ -153,6 +162,7 @@ async fn build_multi(opts: &envlayer::BuildOptions, reporter: &Bars, push_ref: O
         multi::write_layout(&built, out, &opts.tag)?;
     }
     let mut attached = Vec::new();
+    let mut published = Vec::new();
     let pushed = match push_ref {
         Some(target) => {
             let registry = envlayer::registry::connect(target, &opts.registry.auth, &opts.registry.client).await?;
@@ -162,6 +172,7 @@ async fn build_multi(opts: &envlayer::BuildOptions, reporter: &Bars, push_ref: O
                 if let Some((format, bytes)) = &b.sbom {
                     attached.extend(envlayer::sbom::attach_or_warn(&registry, &target.repository, &b.image, *format, bytes).await);
                 }
+                published.extend(envlayer::regcache::publish_build(b, &opts.cache_dir, target, jobs).await);
             }
             Some(report)
         }
@@ -169,7 +180,7 @@ async fn build_multi(opts: &envlayer::BuildOptions, reporter: &Bars, push_ref: O
     };
     if json {
         let platforms: Vec<serde_json::Value> = built.builds.iter().map(|(p, b)| serde_json::json!({"platform": p.as_str(), "build": b.summary})).collect();
-        let v = serde_json::json!({"index_digest": built.digest().to_string(), "identity": built.identity, "output": opts.output, "platforms": platforms, "push": pushed, "sbom_artifacts": attached});
+        let v = serde_json::json!({"index_digest": built.digest().to_string(), "identity": built.identity, "output": opts.output, "platforms": platforms, "push": pushed, "sbom_artifacts": attached, "registry_cache_written": published});
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }

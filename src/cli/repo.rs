@@ -27,6 +27,10 @@ pub struct PruneArgs {
     /// Only list what would be deleted.
     #[arg(long)]
     dry_run: bool,
+    /// The registry cache to prune with the images (registry/repo, on the same registry), or `none`: its
+    /// entries whose blobs no image left in --repo names are deleted [default: --repo].
+    #[arg(long, value_name = "REPO")]
+    cache_repo: Option<String>,
 }
 
 fn human_size(n: u64) -> String {
@@ -131,10 +135,35 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
     let repo: Reference = args.repo.repo.parse()?;
     let settings = args.repo.registry.settings();
     let registry = envlayer::registry::connect(&repo, &settings.auth, &settings.client).await?;
+    let cache_repo = match args.cache_repo.as_deref() {
+        Some("none") => None,
+        Some(r) => {
+            let c: Reference = r.parse()?;
+            if c.registry != repo.registry || c.tag.is_some() || c.digest.is_some() {
+                return Err(format!("--cache-repo {r}: name a repository of {} (the registry of --repo), without a tag", repo.registry).into());
+            }
+            Some(c.repository)
+        }
+        None => Some(repo.repository.clone()),
+    };
     let gone = lifecycle::prune(&registry, &repo, args.repo.clock.now()?, args.dry_run).await?;
+    // Cache entries go with the images: those whose blobs no image left names (in a dry run, the images
+    // that would be deleted count as gone).
+    let entries = match &cache_repo {
+        Some(c) => {
+            let skip = gone.iter().map(|i| i.digest.clone()).collect();
+            let referenced = envlayer::regcache::prune::referenced_layers(&registry, &repo.repository, &skip).await?;
+            envlayer::regcache::prune::prune_entries(&registry, c, &referenced, args.dry_run).await?
+        }
+        None => Vec::new(),
+    };
     if args.repo.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": args.dry_run, "deleted": gone}))?);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": args.dry_run, "deleted": gone, "cache_entries_deleted": entries}))?);
     } else {
+        let verb = if args.dry_run { "would delete" } else { "deleted" };
+        if !entries.is_empty() {
+            println!("{verb} {} registry-cache entries from {}/{} (no image left names their layers)", entries.len(), repo.registry, cache_repo.as_deref().unwrap_or_default());
+        }
         // One line per tag the delete removes (deleting a manifest removes all its tags), with the manifest.
         let verb = if args.dry_run { "would delete" } else { "deleted" };
         for i in &gone {

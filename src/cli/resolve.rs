@@ -50,7 +50,8 @@ pub async fn resolve(args: ResolveArgs) -> Result<ExitCode> {
         return Err(format!("--repo {}: name a repository, without a tag (envlayer tags images <name>-<hash>)", args.repo).into());
     }
     let format = if args.json { Format::Json } else { args.format };
-    let opts = args.flags.options(None, Some(DEFAULT_TTL))?;
+    let mut opts = args.flags.options(None, Some(DEFAULT_TTL))?;
+    opts.registry_cache = args.flags.registry_cache(Some(&repo), false)?;
     let reporter = Bars::new(args.flags.solve.quiet || !matches!(format, Format::Ref));
     let resolved = lifecycle::resolve(&opts, &repo, args.refresh, args.no_build, usize::from(args.push_jobs.push_jobs), &reporter).await;
     reporter.clear();

@@ -12,6 +12,7 @@ use std::time::Instant;
 mod multi;
 mod prune;
 
+pub use multi::children;
 pub use prune::prune;
 
 /// The tag of an environment's image: `<name>-<first 24 hex digits of its identity>`.
@@ -205,7 +206,8 @@ pub async fn list(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -
 /// The envlayer images of `repo` (one per manifest, newest first), the digests of manifests that are
 /// not envlayer's, and every tag seen.
 async fn scan(registry: &Registry, repo: &Reference, now: jiff::Timestamp) -> Result<(Vec<EnvImage>, BTreeSet<String>, BTreeSet<String>), RegistryError> {
-    let mut tags = registry.list_tags(&repo.repository).await?;
+    // Registry-cache entries are never images (and may be thousands): not read.
+    let mut tags: Vec<String> = registry.list_tags(&repo.repository).await?.into_iter().filter(|t| !crate::regcache::is_cache_tag(t)).collect();
     let seen: BTreeSet<String> = tags.iter().cloned().collect();
     tags.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
     let mut out: Vec<EnvImage> = Vec::new();
@@ -254,6 +256,9 @@ pub struct Resolved {
     pub push: Option<crate::push::PushReport>,
     /// The SBOM attached to the image, on a miss.
     pub sbom: Option<crate::referrers::Attached>,
+    /// The registry-cache entries written after the push, on a miss (one per platform).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registry_cache_written: Vec<crate::regcache::Published>,
     /// Milliseconds per stage (`lookup`, and on a miss `build` and `push`).
     pub timings_ms: std::collections::BTreeMap<String, u64>,
 }
@@ -291,7 +296,18 @@ pub async fn resolve(
         ours
     });
     if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
-        return Ok(Resolved { name: spec.name, reference: img.reference.clone(), hit: true, image: img, build: None, builds: Vec::new(), push: None, sbom: None, timings_ms: timings });
+        return Ok(Resolved {
+            name: spec.name,
+            reference: img.reference.clone(),
+            hit: true,
+            image: img,
+            build: None,
+            builds: Vec::new(),
+            push: None,
+            sbom: None,
+            registry_cache_written: Vec::new(),
+            timings_ms: timings,
+        });
     }
     if no_build {
         return Err(LifecycleError::Miss { name: spec.name, repo: repo.to_string(), tag });
@@ -315,11 +331,23 @@ pub async fn resolve(
         Some((format, bytes)) => crate::sbom::attach_or_warn(&registry, &repo.repository, &built.image, *format, bytes).await,
         None => None,
     };
+    let written = crate::regcache::publish_build(&built, &opts.cache_dir, &target, push_jobs).await;
     timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);
     let img = inspect(&registry, repo, &tag, opts.now)
         .await?
         .ok_or_else(|| RegistryError::Vanished { registry: registry.host().to_string(), reference: format!("{}:{tag}", repo.repository) })?;
-    Ok(Resolved { name: spec.name, reference: push.reference.clone(), hit: false, image: img, build: Some(built.summary), builds: Vec::new(), push: Some(push), sbom, timings_ms: timings })
+    Ok(Resolved {
+        name: spec.name,
+        reference: push.reference.clone(),
+        hit: false,
+        image: img,
+        build: Some(built.summary),
+        builds: Vec::new(),
+        push: Some(push),
+        sbom,
+        registry_cache_written: written.into_iter().collect(),
+        timings_ms: timings,
+    })
 }
 
 /// A Kubernetes container entry for the resolved image (a YAML list of one), written by a serializer:

@@ -25,7 +25,18 @@ pub async fn resolve(opts: &BuildOptions, repo: &Reference, refresh: bool, no_bu
     let found = inspect(&registry, repo, &tag, opts.now).await?.filter(|i| i.hash == identity && i.name == name);
     timings.insert("lookup".to_string(), t0.elapsed().as_millis() as u64);
     if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
-        return Ok(Resolved { name, reference: img.reference.clone(), hit: true, image: img, build: None, builds: Vec::new(), push: None, sbom: None, timings_ms: timings });
+        return Ok(Resolved {
+            name,
+            reference: img.reference.clone(),
+            hit: true,
+            image: img,
+            build: None,
+            builds: Vec::new(),
+            push: None,
+            sbom: None,
+            registry_cache_written: Vec::new(),
+            timings_ms: timings,
+        });
     }
     if no_build {
         return Err(LifecycleError::Miss { name, repo: repo.to_string(), tag });
@@ -42,7 +53,9 @@ pub async fn resolve(opts: &BuildOptions, repo: &Reference, refresh: bool, no_bu
         registry.put_manifest(&repo.repository, &build_tag(&tag, created), &built.index, build::multi::INDEX_TYPE).await?;
     }
     let mut sbom = None;
+    let mut written = Vec::new();
     for (_, b) in &built.builds {
+        written.extend(crate::regcache::publish_build(b, &opts.cache_dir, &target, push_jobs).await);
         if let Some((format, bytes)) = &b.sbom {
             if let Some(a) = crate::sbom::attach_or_warn(&registry, &repo.repository, &b.image, *format, bytes).await {
                 sbom.get_or_insert(a);
@@ -54,5 +67,16 @@ pub async fn resolve(opts: &BuildOptions, repo: &Reference, refresh: bool, no_bu
         .await?
         .ok_or_else(|| RegistryError::Vanished { registry: registry.host().to_string(), reference: format!("{}:{tag}", repo.repository) })?;
     let builds = built.builds.into_iter().map(|(_, b)| b.summary).collect();
-    Ok(Resolved { name, reference: push.reference.clone(), hit: false, image: img, build: None, builds, push: Some(push), sbom, timings_ms: timings })
+    Ok(Resolved {
+        name,
+        reference: push.reference.clone(),
+        hit: false,
+        image: img,
+        build: None,
+        builds,
+        push: Some(push),
+        sbom,
+        registry_cache_written: written,
+        timings_ms: timings,
+    })
 }

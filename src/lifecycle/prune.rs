@@ -19,7 +19,7 @@ pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, 
         // (a user pinning an image right now), and the platform images of every index that stays.
         let mut protected: BTreeSet<String> = foreign.clone();
         protected.extend(kept.iter().map(|i| i.digest.clone()));
-        for tag in registry.list_tags(&repo.repository).await?.into_iter().filter(|t| !seen.contains(t)) {
+        for tag in registry.list_tags(&repo.repository).await?.into_iter().filter(|t| !seen.contains(t) && !crate::regcache::is_cache_tag(t)) {
             if let Ok((_, _, d)) = registry.get_manifest(&repo.repository, &tag).await {
                 protected.insert(d.to_string());
             }

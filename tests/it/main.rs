@@ -26,6 +26,7 @@ mod pip;
 mod prepull;
 mod real_packages;
 mod registry;
+mod registry_cache;
 mod reproducible;
 mod sbom;
 mod untrusted_data;

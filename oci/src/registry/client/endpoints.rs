@@ -32,6 +32,20 @@ impl Registry {
         Ok(resp.status().is_success())
     }
 
+    /// The size the registry gives for a blob of `repository` (HEAD, pull access), or none when it has no
+    /// such blob.
+    pub async fn blob_size(&self, repository: &str, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        let what = format!("HEAD blob {digest} in {repository}");
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let scopes = [scope(repository, "pull")];
+        let resp = self.send(&what, &scopes, |c| Ok(c.head(url.clone()))).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.unexpected_answer(&what, resp).await),
+        }
+    }
+
     /// Asks the registry to mount `digest` from `from` into `repository`.
     pub async fn mount_blob(&self, repository: &str, digest: &Digest, from: &str) -> Result<Mount, RegistryError> {
         let what = format!("mount {digest} from {from} into {repository}");
