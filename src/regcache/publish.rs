@@ -19,6 +19,9 @@ pub struct Published {
     pub failed: Vec<String>,
 }
 
+/// An entry to write: tag, config, manifest, and the layer blobs it names.
+type Encoded = (String, Vec<u8>, Vec<u8>, Vec<Digest>);
+
 /// Writes the entries `session` queued, at most `jobs` at a time. `pushed` is where the image went (its
 /// blobs are mounted from there when the cache is another repository of the same registry). Failures
 /// are reported, not raised: the image is already pushed, and a missing entry only costs a rebuild.
@@ -34,10 +37,10 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
             return out;
         }
     }
-    let mut work: Vec<(String, Vec<u8>, Vec<u8>, Vec<(Digest, u64)>)> = Vec::new();
+    let mut work: Vec<Encoded> = Vec::new();
     for e in &layers {
         let (tag, config, manifest) = e.encode();
-        work.push((tag, config, manifest, e.layers.iter().map(|p| (p.layer.digest.clone(), p.layer.size)).collect()));
+        work.push((tag, config, manifest, e.layers.iter().map(|p| p.layer.digest.clone()).collect()));
     }
     for e in &infos {
         let (tag, config, manifest) = e.encode();
@@ -48,7 +51,7 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
         let repo = repo.clone();
         async move {
             let r = async {
-                for (digest, _) in &blobs {
+                for digest in &blobs {
                     if registry.blob_exists(&repo, digest).await? {
                         continue;
                     }
