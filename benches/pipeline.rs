@@ -17,6 +17,7 @@
 //!    several image kinds (layer plans, compressions, no `.pyc`, a single layer): a fresh node, a second
 //!    pod on the node, a second environment sharing most packages, and the bytes a +1-package push sends;
 //! 5. layer compression throughput vs pigz and zstd -T0 on the same tar, and bytes per zstd level;
+//! 6. the registry cache: a runner with an empty cache vs the cold runner that filled it (build + push);
 //!
 //! and the peak memory of a cold build of the large environment.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -32,6 +33,8 @@ use std::time::{Duration, Instant};
 mod link;
 #[path = "pipeline/pod.rs"]
 mod pod;
+#[path = "pipeline/regcache.rs"]
+mod regcache;
 
 struct Row {
     scenario: String,
@@ -331,7 +334,15 @@ async fn main() {
     let deps: Vec<String> = ["python=3.11", "flask", "requests", "rich", "pip"].iter().map(|s| s.to_string()).collect();
     let w = work();
     let env_local = env_file(&w, "demo", &local, &deps);
+    if std::env::args().any(|a| a == "--registry-cache-only") {
+        regcache::registry_cache_scenario(&mut rows, "local-python", &env_local);
+        for r in &rows {
+            println!("| {} | {} | {:.3} | {} | {} | {} |", r.scenario, r.measure, r.ratio, r.target, if r.ok { "yes" } else { "**no**" }, r.context);
+        }
+        return;
+    }
     build_scenarios(&mut rows, "local-python", &env_local).await;
+    regcache::registry_cache_scenario(&mut rows, "local-python", &env_local);
 
     let large_channel = w.join("large-channel");
     let (count, bytes) = (160usize, 300_000_000u64);
@@ -348,6 +359,7 @@ async fn main() {
         rows.push(Row { scenario: "memory, cold build, large".into(), measure: "max RSS MiB".into(), ratio: rss as f64 / 1024.0, target: "bounded".into(), ok: rss < 1_048_576, context: "no layer held whole in memory".into() });
         // 3: the last synthetic package is the "one more".
         push_scenario(&mut rows, &large_channel, &large_deps, &format!("synth-{:03}", count - 1)).await;
+        regcache::registry_cache_scenario(&mut rows, "large", &env_large);
     }
     pod::pod_start_scenario(&mut rows, quick).await;
     // 5: the biggest layer's tar: the baseline's tar of local-python.

@@ -13,9 +13,11 @@ mod pack;
 pub mod pgzip;
 mod split;
 mod plan;
+mod unpack;
 
 pub use compress::Compression;
 pub use digest::{Digest, DigestParseError, HashingWriter};
 pub use split::split_entries;
 pub use pack::{pack_entries, pack_to_file, EntryKind, Layer, PackError, PackOptions, Source, TarEntry, collect_entries, write_tar};
 pub use plan::{plan_buckets, plan_layers, PlanItem};
+pub use unpack::{tar_facts, TarFacts};

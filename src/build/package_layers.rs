@@ -24,18 +24,10 @@ use tokio::sync::OnceCell;
 /// [`envlayer_layers::split_entries`] that moves files between parts changes it.
 const SPLIT: &str = "split/1";
 
-/// A path two packages install: the winner's file is in the image.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Clobber {
-    /// The path, relative to the prefix.
-    pub path: String,
-    /// The package whose file is in the image (the later one in dependency order).
-    pub winner: String,
-    /// The packages whose file was overwritten.
-    pub losers: Vec<String>,
-}
-
+mod clobbers;
 mod remote;
+
+pub use clobbers::Clobber;
 
 /// One packed (or cached) layer and the packages in it.
 #[derive(Debug, Clone)]
@@ -305,27 +297,7 @@ impl<'a> Baker<'a> {
         .into_iter()
         .collect::<Result<_, _>>()?;
 
-        // Clobbers: the last package in install order that installs a path wins it.
-        let mut owners: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (&i, f) in &facts {
-            for p in &f.paths {
-                owners.entry(p.as_str()).or_default().push(i);
-            }
-        }
-        let mut exclude: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
-        let mut clobbers = Vec::new();
-        for (path, mut who) in owners.into_iter().filter(|(_, w)| w.len() > 1) {
-            who.sort();
-            let winner = *who.last().expect("at least two owners");
-            for &loser in &who[..who.len() - 1] {
-                exclude.entry(loser).or_default().insert(path.to_string());
-            }
-            clobbers.push(Clobber {
-                path: path.to_string(),
-                winner: self.name(winner),
-                losers: who[..who.len() - 1].iter().map(|&l| self.name(l)).collect(),
-            });
-        }
+        let (exclude, clobbers) = clobbers::find(&facts, |i| self.name(i));
         for (group, members) in layers.iter_mut().zip(plan) {
             if members.iter().any(|i| exclude.contains_key(i)) {
                 *group = self.layer(members, &exclude).await?;
@@ -417,7 +389,7 @@ impl<'a> Baker<'a> {
         self.compressed.fetch_add(n, Ordering::Relaxed);
         self.reporter.advance(Stage::Pack, &shown);
         if let Some(hit) = hit.as_ref().filter(|h| self.must_verify(&h.key)) {
-            self.remote_compare(hit, &packed, &shown);
+            self.remote_compare(hit, members, &packed, &shown).await?;
         }
         Ok(baked(packed, false, false))
     }

@@ -142,6 +142,14 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
             if c.registry != repo.registry || c.tag.is_some() || c.digest.is_some() {
                 return Err(format!("--cache-repo {r}: name a repository of {} (the registry of --repo), without a tag", repo.registry).into());
             }
+            // A cache in its own repository may serve images of other repositories too, which this prune
+            // does not see: its entries would go while those images still use them.
+            if c.repository != repo.repository {
+                return Err(format!(
+                    "--cache-repo {r}: a registry cache outside --repo may serve images this prune does not see; prune it only with the images it serves (--cache-repo none here, and keep it, or delete it whole)"
+                )
+                .into());
+            }
             Some(c.repository)
         }
         None => Some(repo.repository.clone()),
@@ -161,8 +169,9 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"dry_run": args.dry_run, "deleted": gone, "cache_entries_deleted": entries}))?);
     } else {
         let verb = if args.dry_run { "would delete" } else { "deleted" };
+        // A summary, on stderr: stdout has one line per image tag (the entries are listed by --json).
         if !entries.is_empty() {
-            println!("{verb} {} registry-cache entries from {}/{} (no image left names their layers)", entries.len(), repo.registry, cache_repo.as_deref().unwrap_or_default());
+            eprintln!("{verb} {} registry-cache entries in {repo} (no image left names their layers)", entries.len());
         }
         // One line per tag the delete removes (deleting a manifest removes all its tags), with the manifest.
         let verb = if args.dry_run { "would delete" } else { "deleted" };

@@ -85,6 +85,9 @@ pub fn check_layer(manifest: &serde_json::Value, config: &[u8], expect: &Expect<
     if e.members.len() != expect.members.len() || e.members.iter().zip(expect.members).any(|(m, k)| &m.key != k) {
         return Err("its members are not this layer's packages".into());
     }
+    for m in &e.members {
+        check_facts(&m.facts)?;
+    }
     let listed = manifest["layers"].as_array().cloned().unwrap_or_default();
     if listed.len() != e.layers.len() {
         return Err("its manifest lists other blobs than the entry".into());
@@ -99,6 +102,22 @@ pub fn check_layer(manifest: &serde_json::Value, config: &[u8], expect: &Expect<
         }
     }
     Ok(e)
+}
+
+/// What an entry's facts may say: activation variables with plain names that are not the dynamic
+/// loader's, values and paths without control characters (they reach the image config and the output).
+fn check_facts(f: &PackageFacts) -> Result<(), String> {
+    let plain = |n: &str| n.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    for (name, value) in &f.activation {
+        if !plain(name) || name.starts_with("LD_") || value.chars().any(char::is_control) {
+            return Err(format!("its facts set the variable {} (not a plain name, a loader variable, or a control character)", crate::net::escape(name)));
+        }
+    }
+    let texts = f.paths.iter().chain(&f.activation_skipped).chain(&f.link_scripts).chain(std::iter::once(&f.dist));
+    if texts.into_iter().any(|t| t.chars().any(char::is_control)) {
+        return Err("its facts hold a control character".into());
+    }
+    Ok(())
 }
 
 /// The manifest of an entry whose bytes are `config` and whose blobs are `layers` (descriptors), with

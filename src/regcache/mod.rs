@@ -203,7 +203,7 @@ impl Session {
         let (bytes, _, _) = match self.registry.get_manifest(&self.repo.repository, tag).await {
             Ok(m) => m,
             Err(RegistryError::Status { status: 404, .. }) => return Ok(None),
-            Err(e @ (RegistryError::Status { .. } | RegistryError::DigestMismatch { .. } | RegistryError::TooLarge { .. })) => {
+            Err(e @ (RegistryError::Status { status: 400..=428 | 430..=499, .. } | RegistryError::DigestMismatch { .. } | RegistryError::TooLarge { .. })) => {
                 return Err(chain(&e));
             }
             Err(e) => {
@@ -229,9 +229,13 @@ impl Session {
         Ok(Some((manifest, config)))
     }
 
-    /// What the archive with this hash says about linking, if an entry has it.
+    /// What the archive with this hash says about linking, if an entry has it. Under `--verify-cache`
+    /// (all), nothing: every package's archive is read here.
     pub async fn info(&self, hash: &str) -> Found<LinkInfo> {
         let tag = format!("{INFO_TAG}{hash}");
+        if self.options.verify == Verify::All {
+            return Found::Miss;
+        }
         let found = match self.read(&tag).await {
             Ok(Some((_, config))) => match serde_json::from_slice::<InfoEntry>(&config) {
                 Ok(e) if e.format == entry::FORMAT && e.key == hash => Found::Hit(e.info),

@@ -13,7 +13,13 @@ pub async fn referenced_layers(registry: &Registry, repository: &str, skip: &BTr
     let mut seen = BTreeSet::new();
     let mut todo: Vec<String> = registry.list_tags(repository).await?.into_iter().filter(|t| !is_cache_tag(t)).collect();
     while let Some(reference) = todo.pop() {
-        let Ok((bytes, _, digest)) = registry.get_manifest(repository, &reference).await else { continue };
+        // A manifest that cannot be read is an error, never "references nothing": its entries would go.
+        let (bytes, _, digest) = match registry.get_manifest(repository, &reference).await {
+            Ok(m) => m,
+            // Deleted since the tags were listed.
+            Err(RegistryError::Status { status: 404, .. }) => continue,
+            Err(e) => return Err(e),
+        };
         if skip.contains(&digest.to_string()) || !seen.insert(digest.to_string()) {
             continue;
         }
@@ -30,20 +36,23 @@ pub async fn prune_entries(registry: &Registry, repository: &str, referenced: &B
     let tags = registry.list_tags(repository).await?;
     let mut doomed: Vec<(String, Digest)> = Vec::new();
     let mut archives = BTreeSet::new();
+    // When a kept entry cannot be read, which package-info entries it needs is unknown: none is deleted.
+    let mut unread = false;
     for tag in tags.iter().filter(|t| t.starts_with(LAYER_TAG)) {
         let Ok((bytes, _, digest)) = registry.get_manifest(repository, tag).await else { continue };
         let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let blobs: Vec<&str> = m["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str()).collect();
         if blobs.iter().any(|b| referenced.contains(*b)) {
             // It stays, and so do the package-info entries of its members.
-            if let Some(entry) = read_entry(registry, repository, &m).await {
-                archives.extend(entry.members.into_iter().filter_map(|m| m.archive));
+            match read_entry(registry, repository, &m).await {
+                Some(entry) => archives.extend(entry.members.into_iter().filter_map(|m| m.archive)),
+                None => unread = true,
             }
         } else {
             doomed.push((tag.clone(), digest));
         }
     }
-    for tag in tags.iter().filter(|t| t.starts_with(INFO_TAG)) {
+    for tag in tags.iter().filter(|t| t.starts_with(INFO_TAG) && !unread) {
         if !archives.contains(&tag[INFO_TAG.len()..]) {
             if let Ok((_, _, digest)) = registry.get_manifest(repository, tag).await {
                 doomed.push((tag.clone(), digest));

@@ -31,10 +31,12 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
     let registry = session.registry();
     let from = pushed.filter(|p| p.registry == session.repo().registry && p.repository != repo).map(|p| p.repository.clone());
     let mut out = Published { repo: session.repo().to_string(), ..Default::default() };
+    let mut infos = infos;
     if !infos.is_empty() {
+        // Only the package-info entries need the empty blob.
         if let Err(e) = ensure_bytes(session, super::entry::EMPTY).await {
-            out.failed.push(format!("the empty blob: {}", chain(&e)));
-            return out;
+            out.failed.push(format!("the empty blob (package-info entries not written): {}", chain(&e)));
+            infos.clear();
         }
     }
     let mut work: Vec<Encoded> = Vec::new();

@@ -248,7 +248,7 @@ fn the_readme_option_tables_match_help() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let build_rows = readme_rows(&readme, "`envlayer build");
     // (command, README heading, flags of that section that belong to a sibling command only, extra rows)
-    let only_prune = ["dry-run"];
+    let only_prune = ["dry-run", "cache-repo"];
     let only_gc = ["older-than", "max-size", "dry-run"];
     let not_resolve = ["output", "push", "tag"];
     let cases: Vec<(&[&str], &str, &[&str])> = vec![

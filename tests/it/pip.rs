@@ -178,8 +178,8 @@ fn pip_layers_push_incrementally_and_do_not_depend_on_the_directory() {
     let vars = [("ENVLAYER_UV", uv.as_str()), ("SOURCE_DATE_EPOCH", "1700000000")];
     let target = format!("{}/team/pip:demo", reg.addr());
     let push = |cwd: &Path, env: &Path, cache: &str| -> Value {
-        // (No SBOM: the uploads counted are the image's own.)
-        let (ok, out, err) = envlayer_env(cwd, &["build", env.to_str().unwrap(), "--push", &target, "--cache-dir", cache, "--index-url", &index.endpoint, "--json", "-q", "--sbom", "none"], &vars);
+        // (No SBOM and no registry cache: the uploads counted are the image's own.)
+        let (ok, out, err) = envlayer_env(cwd, &["build", env.to_str().unwrap(), "--push", &target, "--cache-dir", cache, "--index-url", &index.endpoint, "--json", "-q", "--sbom", "none", "--cache-repo", "none"], &vars);
         assert!(ok, "{err}");
         serde_json::from_str(&out).unwrap()
     };

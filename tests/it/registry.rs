@@ -13,7 +13,8 @@ const DEPS: &[&str] = &["python=3.11", "flask", "requests", "rich", "pip"];
 /// `build --push` without an SBOM: these tests count the image's own uploads (tests/it/sbom.rs pushes
 /// SBOMs).
 fn build_push(dir: &Path, env: &Path, target: &str, extra: &[&str], vars: &[(&str, &str)]) -> Value {
-    let mut args = vec!["build", env.to_str().unwrap(), "--push", target, "--cache-dir", "cache", "--json", "-q", "--sbom", "none"];
+    // (No SBOM and no registry cache: the uploads counted are the image's own.)
+    let mut args = vec!["build", env.to_str().unwrap(), "--push", target, "--cache-dir", "cache", "--json", "-q", "--sbom", "none", "--cache-repo", "none"];
     args.extend(extra);
     let (ok, out, err) = envlayer_env(dir, &args, vars);
     assert!(ok, "build --push failed:\n{err}");

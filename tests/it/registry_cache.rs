@@ -164,6 +164,15 @@ fn eight_concurrent_runners_lose_no_entry() {
 /// Rewrites the entry tagged `tag` in `repo` so it names `layer` (another package's real blob, with its
 /// real size) as its first part: what an attacker with push access, or a broken builder, would leave.
 fn poison(repo: &str, tag: &str, layer: &Value) {
+    rewrite_entry(repo, tag, |entry| {
+        entry["layers"][0]["layer"]["digest"] = layer["digest"].clone();
+        entry["layers"][0]["layer"]["diff_id"] = layer["diff_id"].clone();
+        entry["layers"][0]["layer"]["size"] = layer["size"].clone();
+    });
+}
+
+/// Rewrites the entry tagged `tag` in `repo` with `edit`, its manifest listing the entry's blobs.
+fn rewrite_entry(repo: &str, tag: &str, edit: impl FnOnce(&mut Value)) {
     let reference: envlayer::registry::Reference = format!("{repo}:{tag}").parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -172,15 +181,13 @@ fn poison(repo: &str, tag: &str, layer: &Value) {
         let mut m: Value = serde_json::from_slice(&bytes).unwrap();
         let config_digest: envlayer::Digest = m["config"]["digest"].as_str().unwrap().parse().unwrap();
         let mut entry: Value = serde_json::from_slice(&registry.get_blob_bytes(&reference.repository, &config_digest).await.unwrap()).unwrap();
-        entry["layers"][0]["layer"]["digest"] = layer["digest"].clone();
-        entry["layers"][0]["layer"]["diff_id"] = layer["diff_id"].clone();
-        entry["layers"][0]["layer"]["size"] = layer["size"].clone();
+        edit(&mut entry);
         let config = serde_json::to_vec(&entry).unwrap();
         let d = envlayer::Digest::of(&config);
         registry.upload_blob_bytes(&reference.repository, &d, &config).await.unwrap();
         m["config"] = serde_json::json!({"mediaType": envlayer::regcache::ARTIFACT_TYPE, "digest": d.to_string(), "size": config.len()});
-        m["layers"][0]["digest"] = layer["digest"].clone();
-        m["layers"][0]["size"] = layer["size"].clone();
+        m["layers"][0]["digest"] = entry["layers"][0]["layer"]["digest"].clone();
+        m["layers"][0]["size"] = entry["layers"][0]["layer"]["size"].clone();
         registry.put_manifest(&reference.repository, tag, &serde_json::to_vec(&m).unwrap(), "application/vnd.oci.image.manifest.v1+json").await.unwrap();
     });
 }
@@ -239,6 +246,46 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     assert!(err.contains("is not in the repository"), "{err}");
     assert_eq!(c["manifest_digest"], a["manifest_digest"]);
     assert_eq!(built_here(&c).len(), 1, "flask's layer rebuilt, the rest hits: {}", c["layers"]);
+
+    // Facts are checked too: an entry whose package "activates" a loader variable is refused on sight...
+    let rich_tag = tags(&repo)
+        .into_iter()
+        .filter(|t| t.starts_with("envlayer-cache-"))
+        .find(|t| raw(&format!("{repo}:{t}"))["layers"][0]["digest"] == rich["digest"])
+        .unwrap();
+    rewrite_entry(&repo, &rich_tag, |e| e["members"][0]["facts"]["activation"] = serde_json::json!([["LD_PRELOAD", "/tmp/evil.so"]]));
+    let (ok, out, err) = envlayer_env(
+        &dir,
+        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:d"), "--cache-dir", "cd", "--json", "-q"][..], &flags[..]].concat(),
+        &SDE,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&rich_tag) && err.contains("LD_PRELOAD"), "{err}");
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["manifest_digest"], a["manifest_digest"], "no LD_PRELOAD in the config");
+    // ...and facts that lie about the paths (the layer right, so only re-deriving can tell) fail verification.
+    rewrite_entry(&repo, &rich_tag, |e| {
+        e["members"][0]["facts"]["paths"].as_array_mut().unwrap().push(serde_json::json!("bin/python3.11"));
+    });
+    let (ok, _, err) = envlayer_env(
+        &dir,
+        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:e"), "--cache-dir", "ce", "--json", "-q", "--verify-cache"][..], &flags[..]].concat(),
+        &SDE,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&rich_tag) && err.contains("facts"), "{err}");
+
+    // A layer downloaded for a layout is read back: a diff_id that is not its tar's is refused.
+    rewrite_entry(&repo, &flask_tag, |e| e["layers"][0]["layer"]["diff_id"] = serde_json::json!(format!("sha256:{}", "2".repeat(64))));
+    let (ok, out, err) = envlayer_env(
+        &dir,
+        &[&["build", env.to_str().unwrap(), "--base", "scratch", "-o", "f.oci", "--cache-repo", &repo, "--cache-dir", "cf", "--json", "-q"][..], &flags[..]].concat(),
+        &SDE,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&flask_tag) && err.contains("the entry says diff_id sha256:2222"), "{err}");
+    let f: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(f["manifest_digest"], a["manifest_digest"]);
 }
 
 #[test]
@@ -272,4 +319,8 @@ fn prune_drops_the_entries_of_the_images_it_deletes() {
     assert_eq!(p["deleted"].as_array().unwrap().len(), 1);
     assert_eq!(p["cache_entries_deleted"].as_array().unwrap().len(), written);
     assert_eq!(entries(&repo), 0);
+    // A cache kept in a repository of its own may serve other repositories' images: not pruned from one.
+    let out = envlayer(&dir, &["prune", "--repo", &repo, "--cache-repo", &format!("{}/shared-cache", reg.addr())]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may serve images this prune does not see"));
 }

@@ -137,7 +137,31 @@ impl Baker<'_> {
                     self.remote.set(&hit.key, None);
                     return Ok(None);
                 }
+                // The blob has its digest; its tar must be what the entry says (diff_id, size, entries),
+                // or the image's config would name another layer.
+                let (path, compression) = (tmp.path().to_path_buf(), l.compression);
+                let facts = tokio::task::spawn_blocking(move || envlayer_layers::tar_facts(&path, compression))
+                    .await
+                    .map_err(|source| BuildError::Task { what: format!("reading layer {}", l.digest), source })?;
+                let expected = envlayer_layers::TarFacts { diff_id: l.diff_id.clone(), tar_size: l.tar_size, entries: l.entries };
+                if facts.as_ref().ok() != Some(&expected) {
+                    let got = match facts {
+                        Ok(f) => format!("diff_id {}, {} bytes, {} entries", f.diff_id, f.tar_size, f.entries),
+                        Err(e) => format!("an unreadable tar ({e})"),
+                    };
+                    session.reject(
+                        &format!("{LAYER_TAG}{}", hit.key),
+                        &format!("blob {} holds {got}; the entry says diff_id {}, {} bytes, {} entries", l.digest, l.diff_id, l.tar_size, l.entries),
+                    );
+                    self.remote.set(&hit.key, None);
+                    return Ok(None);
+                }
                 self.cache.put(key, layer, tmp.path())?;
+            }
+            // The layer is now a local-cache entry: its packages' facts go with it (else the next build
+            // would install them to learn what the layer already says).
+            for (&i, m) in members.iter().zip(&hit.members) {
+                self.cache.put_facts(&self.keys[i], &m.facts)?;
             }
         }
         if let Ok(mut f) = self.remote.facts.lock() {
@@ -149,32 +173,46 @@ impl Baker<'_> {
         Ok(Some(layers))
     }
 
-    /// Compares a verified hit with the layers built here: equal, it counts as verified; else the entry
-    /// is reported and will be written again with what was built.
-    pub(super) fn remote_compare(&self, hit: &LayerEntry, packed: &[CachedLayer], shown: &str) {
-        let Some(session) = &self.remote.session else { return };
+    /// Compares a verified hit with the layers built here, and its members' facts with what installing
+    /// them here taught: equal, it counts as verified; else the entry is reported, and will be written
+    /// again with what was built.
+    pub(super) async fn remote_compare(&self, hit: &LayerEntry, members: &[usize], packed: &[CachedLayer], shown: &str) -> Result<(), BuildError> {
+        let Some(session) = &self.remote.session else { return Ok(()) };
         let theirs: Vec<String> = hit.layers.iter().map(|l| l.layer.digest.to_string()).collect();
         let ours: Vec<String> = packed.iter().map(|l| l.layer.digest.to_string()).collect();
-        if theirs == ours && hit.layers.iter().zip(packed).all(|(a, b)| a.layer.diff_id == b.layer.diff_id) {
+        let mut facts_differ = Vec::new();
+        for (&i, m) in members.iter().zip(&hit.members) {
+            // Paths compared as sets: `.pyc` files are listed in the order the compilers finished.
+            let sorted = |f: &PackageFacts| {
+                let mut f = f.clone();
+                f.paths.sort();
+                f
+            };
+            if sorted(&self.stage(i).await?.1) != sorted(&m.facts) {
+                facts_differ.push(self.name(i));
+            }
+        }
+        if theirs == ours && hit.layers.iter().zip(packed).all(|(a, b)| a.layer.diff_id == b.layer.diff_id) && facts_differ.is_empty() {
             session.verified(packed.len());
         } else {
-            session.reject(
-                &format!("{LAYER_TAG}{}", hit.key),
-                &format!(
-                    "verification failed: the entry says {} for {shown}, building it here gave {}; the entry is not used, and is written again with what was built",
-                    theirs.join(", "),
-                    ours.join(", ")
-                ),
-            );
+            let why = if theirs != ours {
+                format!("the entry says {} for {shown}, building it here gave {}", theirs.join(", "), ours.join(", "))
+            } else {
+                format!("the entry's facts (paths, activation) for {} differ from installing them here", facts_differ.join(", "))
+            };
+            session.reject(&format!("{LAYER_TAG}{}", hit.key), &format!("verification failed: {why}; the entry is not used, and is written again with what was built"));
             self.remote.set(&hit.key, None);
         }
+        Ok(())
     }
 
     /// Queues an entry for every layer the registry cache has no good entry for.
     pub(super) fn queue_entries(&self, layers: &[BakedLayer], facts: &BTreeMap<usize, PackageFacts>) {
         let Some(session) = &self.remote.session else { return };
         let mut entries: BTreeMap<String, LayerEntry> = BTreeMap::new();
-        for b in layers.iter().filter(|b| !b.remote && !matches!(self.remote.found(&b.entry_key), Some(Some(_)))) {
+        // Wheels built here from a source distribution are not reproducible across machines: not shared.
+        let from_sdist = |b: &BakedLayer| b.members.iter().any(|&i| i.checked_sub(self.records.len()).is_some_and(|w| self.wheels[w].sdist));
+        for b in layers.iter().filter(|b| !b.remote && !from_sdist(b) && !matches!(self.remote.found(&b.entry_key), Some(Some(_)))) {
             let Some(members) = b.members.iter().zip(&b.member_keys).map(|(&i, key)| {
                 let archive = self.records.get(i).and_then(crate::fetch::package_hash);
                 Some(Member { key: key.clone(), archive, facts: facts.get(&i)?.clone() })
