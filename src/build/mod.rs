@@ -190,7 +190,7 @@ pub async fn build_prepared(opts: &BuildOptions, prepared: Prepared, reporter: &
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
     let mut cache_warnings = Vec::new();
     let remote = match &opts.registry_cache {
-        Some(o) => match crate::regcache::Session::open(o, &opts.registry).await {
+        Some(o) => match crate::regcache::Session::open(o, &opts.registry.auth, &opts.registry.client).await {
             Ok(s) => Some(std::sync::Arc::new(s)),
             Err(w) => {
                 cache_warnings.push(w);

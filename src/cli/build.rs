@@ -65,7 +65,7 @@ pub async fn build(args: BuildArgs) -> Result<()> {
             if let Some((format, bytes)) = &built.sbom {
                 attached = envlayer::sbom::attach_or_warn(&registry, &target.repository, &built.image, *format, bytes).await;
             }
-            published = envlayer::regcache::publish_build(&built, &opts.cache_dir, target, jobs).await;
+            published = envlayer::regcache::publish_build(built.registry_cache.as_ref(), &opts.cache_dir, target, jobs).await;
             Some(report)
         }
         None => None,
@@ -172,7 +172,7 @@ async fn build_multi(opts: &envlayer::BuildOptions, reporter: &Bars, push_ref: O
                 if let Some((format, bytes)) = &b.sbom {
                     attached.extend(envlayer::sbom::attach_or_warn(&registry, &target.repository, &b.image, *format, bytes).await);
                 }
-                published.extend(envlayer::regcache::publish_build(b, &opts.cache_dir, target, jobs).await);
+                published.extend(envlayer::regcache::publish_build(b.registry_cache.as_ref(), &opts.cache_dir, target, jobs).await);
             }
             Some(report)
         }

@@ -331,7 +331,7 @@ pub async fn resolve(
         Some((format, bytes)) => crate::sbom::attach_or_warn(&registry, &repo.repository, &built.image, *format, bytes).await,
         None => None,
     };
-    let written = crate::regcache::publish_build(&built, &opts.cache_dir, &target, push_jobs).await;
+    let written = crate::regcache::publish_build(built.registry_cache.as_ref(), &opts.cache_dir, &target, push_jobs).await;
     timings.insert("push".to_string(), t2.elapsed().as_millis() as u64);
     let img = inspect(&registry, repo, &tag, opts.now)
         .await?

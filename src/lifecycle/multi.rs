@@ -55,7 +55,7 @@ pub async fn resolve(opts: &BuildOptions, repo: &Reference, refresh: bool, no_bu
     let mut sbom = None;
     let mut written = Vec::new();
     for (_, b) in &built.builds {
-        written.extend(crate::regcache::publish_build(b, &opts.cache_dir, &target, push_jobs).await);
+        written.extend(crate::regcache::publish_build(b.registry_cache.as_ref(), &opts.cache_dir, &target, push_jobs).await);
         if let Some((format, bytes)) = &b.sbom {
             if let Some(a) = crate::sbom::attach_or_warn(&registry, &repo.repository, &b.image, *format, bytes).await {
                 sbom.get_or_insert(a);

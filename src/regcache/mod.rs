@@ -115,8 +115,8 @@ pub struct Session {
 
 impl Session {
     /// Connects to the cache's registry; an unreachable cache is a warning (the build goes on without it).
-    pub async fn open(options: &CacheOptions, settings: &crate::build::RegistrySettings) -> Result<Session, String> {
-        let registry = crate::registry::connect(&options.repo, &settings.auth, &settings.client)
+    pub async fn open(options: &CacheOptions, auth: &crate::registry::AuthSources, client: &crate::registry::ClientOptions) -> Result<Session, String> {
+        let registry = crate::registry::connect(&options.repo, auth, client)
             .await
             .map_err(|e| format!("registry cache {}: {}; building without it", options.repo, chain(&e)))?;
         let summary = CacheSummary { repo: options.repo.to_string(), ..Default::default() };

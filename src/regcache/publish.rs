@@ -100,9 +100,10 @@ async fn ensure_bytes(session: &Session, bytes: &[u8]) -> Result<(), RegistryErr
     Ok(())
 }
 
-/// Writes the entries a build queued, after its image went to `pushed`; none when it used no cache.
-pub async fn publish_build(built: &crate::BuildOutput, cache_dir: &std::path::Path, pushed: &Reference, jobs: usize) -> Option<Published> {
-    let session = built.registry_cache.as_ref()?;
+/// Writes the entries a build queued in `session` (its `registry_cache`), after its image went to
+/// `pushed`; none when it used no cache.
+pub async fn publish_build(session: Option<&std::sync::Arc<Session>>, cache_dir: &std::path::Path, pushed: &Reference, jobs: usize) -> Option<Published> {
+    let session = session?;
     let published = publish(session, &LayerCache::new(cache_dir), Some(pushed), jobs).await;
     for f in &published.failed {
         tracing::warn!("registry cache {}: not written: {f}", published.repo);
