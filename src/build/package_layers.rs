@@ -369,6 +369,7 @@ impl<'a> Baker<'a> {
         if let Some(cached) = keys.iter().map(|k| self.cache.get(k)).collect::<Option<Vec<_>>>() {
             self.cached.fetch_add(n, Ordering::Relaxed);
             self.reporter.advance(Stage::Pack, &names.join(", "));
+            self.remote_check_local(&entry_key, &cached, &names.join(", "));
             return Ok(baked(cached, true, false));
         }
         let hit = self.remote_lookup(&entry_key, &member_keys, n).await;

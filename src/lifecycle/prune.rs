@@ -14,7 +14,8 @@ pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, 
     let (mut expired, kept): (Vec<EnvImage>, Vec<EnvImage>) =
         images.into_iter().partition(|img| img.status == Status::Expired && !foreign.contains(&img.digest) && img.tags.iter().all(|t| is_env_tag(t, img)));
     expired.sort_by(|a, b| a.tag.cmp(&b.tag));
-    if !dry_run && !expired.is_empty() {
+    // A dry run decides the same way (what a real run would keep), and deletes nothing.
+    if !expired.is_empty() {
         // What must stay: manifests other tags name (a user's, a live image's), a tag added since the scan
         // (a user pinning an image right now), and the platform images of every index that stays.
         let mut protected: BTreeSet<String> = foreign.clone();
@@ -31,7 +32,7 @@ pub async fn prune(registry: &Registry, repo: &Reference, now: jiff::Timestamp, 
             }
         }
         expired.retain(|img| !protected.contains(&img.digest));
-        for img in expired.iter_mut() {
+        for img in expired.iter_mut().filter(|_| !dry_run) {
             let digest: Digest = img
                 .digest
                 .parse()

@@ -48,10 +48,16 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
         let (tag, config, manifest) = e.encode();
         work.push((tag, config, manifest, Vec::new()));
     }
+    // A cache that refuses writes (read-only credentials) refuses them all: the first refusal stops the rest.
+    let denied = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<(String, Result<(), RegistryError>)> = futures::stream::iter(work.into_iter().map(|(tag, config, manifest, blobs)| {
         let from = from.clone();
         let repo = repo.clone();
+        let denied = &denied;
         async move {
+            if denied.load(std::sync::atomic::Ordering::Relaxed) {
+                return (tag, Err(RegistryError::Denied { registry: registry.host().to_string(), what: "writing registry-cache entries".into(), reason: "an earlier write was refused".into() }));
+            }
             let r = async {
                 for digest in &blobs {
                     if registry.blob_exists(&repo, digest).await? {
@@ -69,10 +75,22 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
                     registry.upload_blob_file(&repo, digest, &path, None).await?;
                 }
                 ensure_bytes(session, &config).await?;
-                registry.put_manifest(&repo, &tag, &manifest, "application/vnd.oci.image.manifest.v1+json").await?;
+                // An entry rewritten (it failed a check) leaves no untagged manifest behind: the old one,
+                // read before the new goes in, is deleted once the tag names the new one.
+                let old = match registry.get_manifest(&repo, &tag).await {
+                    Ok((_, _, d)) => Some(d),
+                    Err(_) => None,
+                };
+                let new = registry.put_manifest(&repo, &tag, &manifest, "application/vnd.oci.image.manifest.v1+json").await?;
+                if let Some(old) = old.filter(|o| o != &new) {
+                    let _ = registry.delete_manifest(&repo, &old).await;
+                }
                 Ok(())
             }
             .await;
+            if matches!(r, Err(RegistryError::Denied { .. })) {
+                denied.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             (tag, r)
         }
     }))

@@ -212,6 +212,9 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     // The entry now says flask's layer is rich's: a blob that exists, with its real size, so the HEAD
     // check passes and only re-deriving the layer can tell.
     poison(&repo, &flask_tag, rich);
+    let raw_bytes = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{repo}:{flask_tag}")).output().unwrap().stdout;
+    let poisoned = envlayer::Digest::of(&raw_bytes).to_string();
+    raw(&format!("{repo}@{poisoned}"));
 
     let (ok, out, err) = envlayer_env(
         &dir,
@@ -230,7 +233,20 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     let digests: Vec<&str> = pushed["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
     assert!(digests.contains(&flask["digest"].as_str().unwrap()));
     assert_eq!(digests.iter().filter(|d| **d == rich["digest"].as_str().unwrap()).count(), 1);
-    // And the entry was written again with what was built.
+    // And the entry was written again with what was built; the poisoned manifest is gone, not left untagged.
+    assert_eq!(raw(&format!("{repo}:{flask_tag}"))["layers"][0]["digest"], flask["digest"]);
+    let gone = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{repo}@{poisoned}")).output().unwrap();
+    assert!(!gone.status.success(), "the rewritten entry's old manifest was deleted: {}", String::from_utf8_lossy(&gone.stdout));
+
+    // A runner whose own cache has the layer notices an entry that disagrees with it, for free.
+    poison(&repo, &flask_tag, rich);
+    let (ok, _, err) = envlayer_env(
+        &dir,
+        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:a2"), "--cache-dir", "ca", "--json", "-q"][..], &flags[..]].concat(),
+        &SDE,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&flask_tag) && err.contains("this machine built"), "{err}");
     assert_eq!(raw(&format!("{repo}:{flask_tag}"))["layers"][0]["digest"], flask["digest"]);
 
     // An entry whose blob left the repository (deleted, garbage-collected) is refused by the HEAD check.

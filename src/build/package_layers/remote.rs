@@ -206,6 +206,21 @@ impl Baker<'_> {
         Ok(())
     }
 
+    /// A layer this machine's cache had: when the registry's entry for it names other blobs, the entry is
+    /// reported (a free check: what was built here is trusted over the entry) and written again.
+    pub(super) fn remote_check_local(&self, entry_key: &str, local: &[CachedLayer], shown: &str) {
+        let (Some(session), Some(Some(hit))) = (&self.remote.session, self.remote.found(entry_key)) else { return };
+        let theirs: Vec<String> = hit.layers.iter().map(|l| l.layer.digest.to_string()).collect();
+        let ours: Vec<String> = local.iter().map(|l| l.layer.digest.to_string()).collect();
+        if theirs != ours {
+            session.reject(
+                &format!("{LAYER_TAG}{entry_key}"),
+                &format!("the entry says {} for {shown}, this machine built {}; the entry is written again with what was built here", theirs.join(", "), ours.join(", ")),
+            );
+            self.remote.set(entry_key, None);
+        }
+    }
+
     /// Queues an entry for every layer the registry cache has no good entry for.
     pub(super) fn queue_entries(&self, layers: &[BakedLayer], facts: &BTreeMap<usize, PackageFacts>) {
         let Some(session) = &self.remote.session else { return };
