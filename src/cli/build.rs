@@ -107,6 +107,16 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     if let Some(a) = &attached {
         eprintln!("  sbom: {} ({})", a.reference, a.tag.as_deref().map(|t| format!("listed under the tag {t}")).unwrap_or_else(|| "found through the referrers API".into()));
     }
+    if let Some(c) = &summary.registry_cache {
+        eprintln!(
+            "  registry cache {}: {} of {} layers found{}{}",
+            c.repo,
+            c.layer_hits,
+            c.layer_hits + c.layer_misses,
+            if c.verified > 0 { format!(", {} verified by building them here", c.verified) } else { String::new() },
+            if c.rejected.is_empty() { String::new() } else { format!(", {} entries refused (see the warnings)", c.rejected.len()) }
+        );
+    }
     if let Some(p) = published.as_ref().filter(|p| !p.written.is_empty()) {
         eprintln!("  registry cache {}: {} entries written", p.repo, p.written.len());
     }

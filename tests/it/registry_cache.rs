@@ -340,3 +340,45 @@ fn prune_drops_the_entries_of_the_images_it_deletes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("may serve images this prune does not see"));
 }
+
+#[test]
+fn the_ci_example_runs_against_a_local_registry() {
+    let dir = scratch("regcache-ci-example");
+    let reg = Service::registry("plain", &dir.join("reg"), &[]);
+    env_with(&dir, "demo", &["python=3.11", "rich"]);
+    std::fs::rename(dir.join("demo.yaml"), dir.join("environment.yaml")).unwrap();
+    let ci: Value = serde_yaml::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/gitlab-ci.yml")).unwrap()).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_envlayer")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let base = format!("oci:{}:base", debian_base().display());
+    // Each job as a runner would run it: its own empty cache, the pipeline's variables, a shell.
+    let job = |name: &str, cache: &str, extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut outs = Vec::new();
+        for line in ci[name]["script"].as_array().unwrap() {
+            // The one thing a test cannot reach: Docker Hub's base, replaced by the same Debian as a layout.
+            let line = line.as_str().unwrap().replace("debian:bookworm-slim", &base);
+            let mut cmd = Command::new("bash");
+            cmd.args(["-euc", &line]).current_dir(&dir).env("PATH", &path).env("ENVLAYER_CACHE_DIR", dir.join(cache));
+            cmd.env("CI_REGISTRY_IMAGE", format!("{}/group/project", reg.addr()));
+            for (k, v) in ci["variables"].as_object().unwrap() {
+                cmd.env(k, v.as_str().unwrap());
+            }
+            for (k, v) in extra {
+                cmd.env(k, v);
+            }
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{name}: {line}: {}", String::from_utf8_lossy(&out.stderr));
+            outs.push((String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        outs
+    };
+    job("resolve-env", "runner-1", &[]);
+    let k8s = std::fs::read_to_string(dir.join("container.yaml")).unwrap();
+    assert!(k8s.contains(&format!("{}/group/project/envs@sha256:", reg.addr())), "{k8s}");
+    // Another runner, empty cache, builds the tag's image: every package layer is in the registry; the
+    // example verifies them all (--verify-cache), and every one agrees.
+    let outs = job("build-env", "runner-2", &[("CI_COMMIT_TAG", "v1")]);
+    let err = &outs[0].1;
+    assert!(err.contains("registry cache") && err.contains("verified by building them here") && !err.contains("refused"), "{err}");
+    job("prune-envs", "runner-3", &[]);
+}
