@@ -156,7 +156,7 @@ fn pushes_through_a_faulty_network_complete_or_fail_clearly_and_never_leave_a_br
     let mut ok_count = 0;
     let mut retries = 0;
     for (i, e) in [&env, &local, &env, &env].iter().enumerate() {
-        let (ok, out, err) = envlayer_env(&dir, &["build", e.to_str().unwrap(), "--push", &format!("{via}/faulty/img:{i}"), "--cache-dir", "cache", "--json", "-q", "--no-pyc"], &[]);
+        let (ok, out, err) = envlayer_env(&dir, &["build", e.to_str().unwrap(), "--push", &format!("{via}/faulty/img:{i}"), "--cache-dir", "cache", "--json", "-q", "--no-pyc", "--network-timeout", "10"], &[]);
         if ok {
             ok_count += 1;
             let s: serde_json::Value = serde_json::from_str(&out).unwrap();
