@@ -44,6 +44,12 @@ pub fn is_cache_tag(tag: &str) -> bool {
     tag.starts_with(LAYER_TAG) || tag.starts_with(INFO_TAG)
 }
 
+/// Whether manifest bytes are a registry-cache entry (by its artifact and config types): the only
+/// manifests the cache ever deletes.
+pub fn is_entry(manifest: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(manifest).is_ok_and(|m| m["artifactType"] == ARTIFACT_TYPE && m["config"]["mediaType"] == ARTIFACT_TYPE)
+}
+
 /// How many cache hits are re-derived here and compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Verify {

@@ -40,6 +40,10 @@ pub async fn prune_entries(registry: &Registry, repository: &str, referenced: &B
     let mut unread = false;
     for tag in tags.iter().filter(|t| t.starts_with(LAYER_TAG)) {
         let Ok((bytes, _, digest)) = registry.get_manifest(repository, tag).await else { continue };
+        // A tag of the cache's name on anything else (a user's image) is not the cache's to delete.
+        if !super::is_entry(&bytes) {
+            continue;
+        }
         let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let blobs: Vec<&str> = m["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str()).collect();
         if blobs.iter().any(|b| referenced.contains(*b)) {
@@ -54,8 +58,10 @@ pub async fn prune_entries(registry: &Registry, repository: &str, referenced: &B
     }
     for tag in tags.iter().filter(|t| t.starts_with(INFO_TAG) && !unread) {
         if !archives.contains(&tag[INFO_TAG.len()..]) {
-            if let Ok((_, _, digest)) = registry.get_manifest(repository, tag).await {
-                doomed.push((tag.clone(), digest));
+            if let Ok((bytes, _, digest)) = registry.get_manifest(repository, tag).await {
+                if super::is_entry(&bytes) {
+                    doomed.push((tag.clone(), digest));
+                }
             }
         }
     }

@@ -77,9 +77,11 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
                 ensure_bytes(session, &config).await?;
                 // An entry rewritten (it failed a check) leaves no untagged manifest behind: the old one,
                 // read before the new goes in, is deleted once the tag names the new one.
+                // Only a manifest that is an entry: a tag of the cache's name may have been pointed at
+                // anything (an image), which is never deleted.
                 let old = match registry.get_manifest(&repo, &tag).await {
-                    Ok((_, _, d)) => Some(d),
-                    Err(_) => None,
+                    Ok((bytes, _, d)) if super::is_entry(&bytes) => Some(d),
+                    _ => None,
                 };
                 let new = registry.put_manifest(&repo, &tag, &manifest, "application/vnd.oci.image.manifest.v1+json").await?;
                 if let Some(old) = old.filter(|o| o != &new) {

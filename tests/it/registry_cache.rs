@@ -302,6 +302,19 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     assert!(err.contains(&flask_tag) && err.contains("the entry says diff_id sha256:2222"), "{err}");
     let f: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(f["manifest_digest"], a["manifest_digest"]);
+
+    // A cache tag pointed at an image (anyone's) is refused, and writing the entry again never deletes
+    // that image.
+    run(Command::new("skopeo").args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]).arg(format!("docker://{repo}:a2")).arg(format!("docker://{repo}:{flask_tag}")));
+    let (ok, _, err) = envlayer_env(
+        &dir,
+        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:g"), "--cache-dir", "cg", "--json", "-q"][..], &flags[..]].concat(),
+        &SDE,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&flask_tag) && err.contains("not an envlayer cache entry"), "{err}");
+    raw(&format!("{repo}@{}", a["manifest_digest"].as_str().unwrap()));
+    assert_eq!(raw(&format!("{repo}:a2"))["layers"], raw(&format!("{repo}@{}", a["manifest_digest"].as_str().unwrap()))["layers"]);
 }
 
 #[test]
