@@ -263,6 +263,14 @@ pub struct Resolved {
     pub timings_ms: std::collections::BTreeMap<String, u64>,
 }
 
+impl Resolved {
+    /// A fresh image found: no build, no push.
+    fn found(name: String, image: EnvImage, timings_ms: std::collections::BTreeMap<String, u64>) -> Self {
+        let reference = image.reference.clone();
+        Resolved { name, reference, hit: true, image, build: None, builds: Vec::new(), push: None, sbom: None, registry_cache_written: Vec::new(), timings_ms }
+    }
+}
+
 /// Finds a fresh image of the environment in `repo`, or builds and pushes one; `refresh` forces a
 /// build (and a new solve). `opts.now` is the clock; `opts.output` is normally `None`.
 pub async fn resolve(
@@ -296,18 +304,7 @@ pub async fn resolve(
         ours
     });
     if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
-        return Ok(Resolved {
-            name: spec.name,
-            reference: img.reference.clone(),
-            hit: true,
-            image: img,
-            build: None,
-            builds: Vec::new(),
-            push: None,
-            sbom: None,
-            registry_cache_written: Vec::new(),
-            timings_ms: timings,
-        });
+        return Ok(Resolved::found(spec.name, img, timings));
     }
     if no_build {
         return Err(LifecycleError::Miss { name: spec.name, repo: repo.to_string(), tag });

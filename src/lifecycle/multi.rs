@@ -25,18 +25,7 @@ pub async fn resolve(opts: &BuildOptions, repo: &Reference, refresh: bool, no_bu
     let found = inspect(&registry, repo, &tag, opts.now).await?.filter(|i| i.hash == identity && i.name == name);
     timings.insert("lookup".to_string(), t0.elapsed().as_millis() as u64);
     if let Some(img) = found.filter(|i| i.status != Status::Expired && !refresh) {
-        return Ok(Resolved {
-            name,
-            reference: img.reference.clone(),
-            hit: true,
-            image: img,
-            build: None,
-            builds: Vec::new(),
-            push: None,
-            sbom: None,
-            registry_cache_written: Vec::new(),
-            timings_ms: timings,
-        });
+        return Ok(Resolved::found(name, img, timings));
     }
     if no_build {
         return Err(LifecycleError::Miss { name, repo: repo.to_string(), tag });

@@ -192,6 +192,15 @@ fn rewrite_entry(repo: &str, tag: &str, edit: impl FnOnce(&mut Value)) {
     });
 }
 
+/// A build of the poisoning test's environment (one layer per package, no `.pyc`): its stdout and stderr.
+fn poisoned_build(dir: &Path, env: &Path, args: &[&str]) -> (String, String) {
+    let mut all = vec!["build", env.to_str().unwrap(), "--base", "scratch", "--json", "-q", "--no-pyc", "--bucket-below", "0"];
+    all.extend(args);
+    let (ok, out, err) = envlayer_env(dir, &all, &SDE);
+    assert!(ok, "{err}");
+    (out, err)
+}
+
 #[test]
 fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     let dir = scratch("regcache-poison");
@@ -216,12 +225,7 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     let poisoned = envlayer::Digest::of(&raw_bytes).to_string();
     raw(&format!("{repo}@{poisoned}"));
 
-    let (ok, out, err) = envlayer_env(
-        &dir,
-        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:b"), "--cache-dir", "cb", "--verify-cache", "--json", "-q"][..], &flags[..]].concat(),
-        &SDE,
-    );
-    assert!(ok, "{err}");
+    let (out, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:b"), "--cache-dir", "cb", "--verify-cache"]);
     let b: Value = serde_json::from_str(&out).unwrap();
     assert!(err.contains(&flask_tag) && err.contains("verification failed"), "the poisoned entry is reported: {err}");
     let rejected = b["registry_cache"]["rejected"].as_array().unwrap();
@@ -240,24 +244,14 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
 
     // A runner whose own cache has the layer notices an entry that disagrees with it, for free.
     poison(&repo, &flask_tag, rich);
-    let (ok, _, err) = envlayer_env(
-        &dir,
-        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:a2"), "--cache-dir", "ca", "--json", "-q"][..], &flags[..]].concat(),
-        &SDE,
-    );
-    assert!(ok, "{err}");
+    let (_, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:a2"), "--cache-dir", "ca"]);
     assert!(err.contains(&flask_tag) && err.contains("this machine built"), "{err}");
     assert_eq!(raw(&format!("{repo}:{flask_tag}"))["layers"][0]["digest"], flask["digest"]);
 
     // An entry whose blob left the repository (deleted, garbage-collected) is refused by the HEAD check.
     let url = format!("http://{}/v2/envs/blobs/{}", reg.addr(), flask["digest"].as_str().unwrap());
     run(Command::new("python3").args(["-c", "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='DELETE'))", &url]));
-    let (ok, out, err) = envlayer_env(
-        &dir,
-        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:c"), "--cache-dir", "cc", "--json", "-q"][..], &flags[..]].concat(),
-        &SDE,
-    );
-    assert!(ok, "{err}");
+    let (out, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:c"), "--cache-dir", "cc"]);
     let c: Value = serde_json::from_str(&out).unwrap();
     assert!(err.contains("is not in the repository"), "{err}");
     assert_eq!(c["manifest_digest"], a["manifest_digest"]);
@@ -270,12 +264,7 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
         .find(|t| raw(&format!("{repo}:{t}"))["layers"][0]["digest"] == rich["digest"])
         .unwrap();
     rewrite_entry(&repo, &rich_tag, |e| e["members"][0]["facts"]["activation"] = serde_json::json!([["LD_PRELOAD", "/tmp/evil.so"]]));
-    let (ok, out, err) = envlayer_env(
-        &dir,
-        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:d"), "--cache-dir", "cd", "--json", "-q"][..], &flags[..]].concat(),
-        &SDE,
-    );
-    assert!(ok, "{err}");
+    let (out, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:d"), "--cache-dir", "cd"]);
     assert!(err.contains(&rich_tag) && err.contains("LD_PRELOAD"), "{err}");
     let d: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(d["manifest_digest"], a["manifest_digest"], "no LD_PRELOAD in the config");
@@ -283,22 +272,12 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     rewrite_entry(&repo, &rich_tag, |e| {
         e["members"][0]["facts"]["paths"].as_array_mut().unwrap().push(serde_json::json!("bin/python3.11"));
     });
-    let (ok, _, err) = envlayer_env(
-        &dir,
-        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:e"), "--cache-dir", "ce", "--json", "-q", "--verify-cache"][..], &flags[..]].concat(),
-        &SDE,
-    );
-    assert!(ok, "{err}");
+    let (_, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:e"), "--cache-dir", "ce", "--verify-cache"]);
     assert!(err.contains(&rich_tag) && err.contains("facts"), "{err}");
 
     // A layer downloaded for a layout is read back: a diff_id that is not its tar's is refused.
     rewrite_entry(&repo, &flask_tag, |e| e["layers"][0]["layer"]["diff_id"] = serde_json::json!(format!("sha256:{}", "2".repeat(64))));
-    let (ok, out, err) = envlayer_env(
-        &dir,
-        &[&["build", env.to_str().unwrap(), "--base", "scratch", "-o", "f.oci", "--cache-repo", &repo, "--cache-dir", "cf", "--json", "-q"][..], &flags[..]].concat(),
-        &SDE,
-    );
-    assert!(ok, "{err}");
+    let (out, err) = poisoned_build(&dir, &env, &["-o", "f.oci", "--cache-repo", &repo, "--cache-dir", "cf"]);
     assert!(err.contains(&flask_tag) && err.contains("the entry says diff_id sha256:2222"), "{err}");
     let f: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(f["manifest_digest"], a["manifest_digest"]);
@@ -306,12 +285,7 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     // A cache tag pointed at an image (anyone's) is refused, and writing the entry again never deletes
     // that image.
     run(Command::new("skopeo").args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]).arg(format!("docker://{repo}:a2")).arg(format!("docker://{repo}:{flask_tag}")));
-    let (ok, _, err) = envlayer_env(
-        &dir,
-        &[&["build", env.to_str().unwrap(), "--base", "scratch", "--push", &format!("{repo}:g"), "--cache-dir", "cg", "--json", "-q"][..], &flags[..]].concat(),
-        &SDE,
-    );
-    assert!(ok, "{err}");
+    let (_, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:g"), "--cache-dir", "cg"]);
     assert!(err.contains(&flask_tag) && err.contains("not an envlayer cache entry"), "{err}");
     raw(&format!("{repo}@{}", a["manifest_digest"].as_str().unwrap()));
     assert_eq!(raw(&format!("{repo}:a2"))["layers"], raw(&format!("{repo}@{}", a["manifest_digest"].as_str().unwrap()))["layers"]);
