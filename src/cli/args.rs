@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use envlayer::build::{BuildOptions, RegistrySettings, DEFAULT_MAX_LAYERS};
-use envlayer::registry::{AuthSources, ClientOptions, Reference};
+use envlayer::registry::{AuthSources, ClientOptions};
 use envlayer::spec::InstallMode;
 use envlayer::Compression;
 use rattler_conda_types::Subdir;
@@ -222,47 +222,12 @@ pub struct BuildFlags {
     pub cache_repo: Option<String>,
     /// Build registry-cache hits here too and compare digests: all of them (`--verify-cache`), or a random
     /// sample of N (`--verify-cache=N`). An entry that disagrees is reported, never used, and rewritten.
-    #[arg(long, value_name = "N", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = parse_verify)]
+    #[arg(long, value_name = "N", num_args = 0..=1, require_equals = true, default_missing_value = "all", value_parser = super::values::parse_verify)]
     pub verify_cache: Option<envlayer::regcache::Verify>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub clock: ClockArgs,
-}
-
-fn parse_verify(s: &str) -> std::result::Result<envlayer::regcache::Verify, String> {
-    match s {
-        "all" => Ok(envlayer::regcache::Verify::All),
-        n => match n.parse::<usize>() {
-            Ok(0) => Ok(envlayer::regcache::Verify::None),
-            Ok(n) => Ok(envlayer::regcache::Verify::Sample(n)),
-            Err(_) => Err(format!("{n}: give `all` (--verify-cache) or a number of hits to verify (--verify-cache=5)")),
-        },
-    }
-}
-
-impl BuildFlags {
-    /// The registry cache for a build that pushes to `push` (a repository), if any: `--cache-repo`, else
-    /// the push repository; `--cache-repo none` turns it off. Hits are downloaded when the image goes to a
-    /// layout or an archive, or to another registry than the cache's.
-    pub fn registry_cache(&self, push: Option<&Reference>, output: bool) -> Result<Option<envlayer::regcache::CacheOptions>> {
-        let repo = match self.cache_repo.as_deref() {
-            Some("none") => return Ok(None),
-            Some(r) => {
-                let repo: Reference = r.parse()?;
-                if repo.tag.is_some() || repo.digest.is_some() {
-                    return Err(format!("--cache-repo {r}: name a repository, without a tag (entries are tagged by their keys)").into());
-                }
-                repo
-            }
-            None => match push {
-                Some(p) => Reference { tag: None, digest: None, ..p.clone() },
-                None => return Ok(None),
-            },
-        };
-        let download = output || push.is_none_or(|p| p.registry != repo.registry);
-        Ok(Some(envlayer::regcache::CacheOptions { repo, verify: self.verify_cache.unwrap_or_default(), download }))
-    }
 }
 
 pub fn default_cache_dir() -> PathBuf {

@@ -10,12 +10,17 @@ use std::sync::atomic::Ordering;
 use url::Url;
 
 impl Registry {
-    /// Whether `repository` has the blob.
-    pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
+    /// A HEAD of a blob of `repository` with `access` (`pull` or `pull,push`): what it was, and the answer.
+    async fn head_blob(&self, repository: &str, digest: &Digest, access: &str) -> Result<(String, reqwest::Response), RegistryError> {
         let what = format!("HEAD blob {digest} in {repository}");
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
-        let scopes = [scope(repository, "pull,push")];
-        let resp = self.send(&what, &scopes, |c| Ok(c.head(url.clone()))).await?;
+        let resp = self.send(&what, &[scope(repository, access)], |c| Ok(c.head(url.clone()))).await?;
+        Ok((what, resp))
+    }
+
+    /// Whether `repository` has the blob.
+    pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let (what, resp) = self.head_blob(repository, digest, "pull,push").await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -25,22 +30,18 @@ impl Registry {
 
     /// Whether `repository` can be read with pull access only (used for HEADs of a base).
     pub async fn blob_exists_readonly(&self, repository: &str, digest: &Digest) -> Result<bool, RegistryError> {
-        let what = format!("HEAD blob {digest} in {repository}");
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
-        let scopes = [scope(repository, "pull")];
-        let resp = self.send(&what, &scopes, |c| Ok(c.head(url.clone()))).await?;
-        Ok(resp.status().is_success())
+        Ok(self.head_blob(repository, digest, "pull").await?.1.status().is_success())
     }
 
     /// The size the registry gives for a blob of `repository` (HEAD, pull access), or none when it has no
     /// such blob.
     pub async fn blob_size(&self, repository: &str, digest: &Digest) -> Result<Option<u64>, RegistryError> {
-        let what = format!("HEAD blob {digest} in {repository}");
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
-        let scopes = [scope(repository, "pull")];
-        let resp = self.send(&what, &scopes, |c| Ok(c.head(url.clone()))).await?;
+        let (what, resp) = self.head_blob(repository, digest, "pull").await?;
         match resp.status() {
-            s if s.is_success() => Ok(resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())),
+            s if s.is_success() => match resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
+                Some(n) => Ok(Some(n)),
+                None => Err(self.unexpected(&what, s, " (no Content-Length)".into())),
+            },
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.unexpected_answer(&what, resp).await),
         }
@@ -180,7 +181,7 @@ impl Registry {
     }
 
     /// GETs a blob; an answer other than success is an error.
-    async fn get_blob(&self, repository: &str, digest: &Digest) -> Result<(String, reqwest::Response), RegistryError> {
+    pub(super) async fn get_blob(&self, repository: &str, digest: &Digest) -> Result<(String, reqwest::Response), RegistryError> {
         let what = format!("GET blob {digest} from {repository}");
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
         let scopes = [scope(repository, "pull")];
@@ -189,45 +190,6 @@ impl Registry {
             return Err(self.unexpected_answer(&what, resp).await);
         }
         Ok((what, resp))
-    }
-
-    /// Downloads a blob of `size` bytes to `dest` through a temporary file in `tmp_dir` (on the same file
-    /// system), checking its digest; stops as soon as the registry sends more than `size` bytes, and never
-    /// leaves a partial file at `dest`.
-    pub async fn download_blob(&self, repository: &str, digest: &Digest, size: u64, dest: &Path, tmp_dir: &Path) -> Result<(), RegistryError> {
-        use futures::StreamExt;
-        use std::io::Write;
-        let (what, resp) = self.get_blob(repository, digest).await?;
-        if resp.content_length().is_some_and(|n| n > size) {
-            return Err(RegistryError::TooLarge { registry: self.host.clone(), what, cap: size });
-        }
-        let io = |source| RegistryError::Io { path: dest.to_path_buf(), source };
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = tempfile::NamedTempFile::new_in(tmp_dir).map_err(io)?;
-        let mut w = envlayer_layers::HashingWriter::new(std::io::BufWriter::new(tmp));
-        let mut body = resp.bytes_stream();
-        let mut received = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.read_error(&what, net::ReadError::Transport(e)))?;
-            received += chunk.len() as u64;
-            if received > size {
-                return Err(RegistryError::TooLarge { registry: self.host.clone(), what, cap: size });
-            }
-            w.write_all(&chunk).map_err(io)?;
-        }
-        let (buf, actual, _) = w.finish();
-        let tmp = buf.into_inner().map_err(|e| io(e.into_error()))?;
-        if &actual != digest {
-            return Err(RegistryError::DigestMismatch {
-                subject: format!("{}: blob {digest} from {repository}", self.host),
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        tmp.persist(dest).map_err(|e| io(e.error))?;
-        Ok(())
     }
 
     /// Reads a manifest (or index) and returns its bytes, media type and digest. Answers over

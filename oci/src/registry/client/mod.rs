@@ -6,6 +6,7 @@
 //! always refused under token auth), reads no docker config, and does not retry.
 
 mod challenge;
+mod download;
 mod endpoints;
 mod error;
 
