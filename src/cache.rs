@@ -185,6 +185,21 @@ impl LayerCache {
         self.write_json(&self.root.join("layers").join(format!("{key}.json")), cached)
     }
 
+    /// Whether an entry for `key` exists (not checked: [`Self::get`] checks).
+    pub fn has(&self, key: &str) -> bool {
+        self.root.join("layers").join(format!("{key}.json")).is_file()
+    }
+
+    /// Puts a blob that was downloaded to `blob` (a temporary file in [`Self::tmp_dir`], its digest
+    /// checked) into the blob store, with no layer entry: a layer from elsewhere is never taken for one
+    /// built here.
+    pub fn put_blob(&self, digest: &Digest, blob: &Path) -> Result<(), CacheError> {
+        let dest = self.blob_path(digest);
+        let io = |source| CacheError::Io { path: dest.clone(), source };
+        std::fs::create_dir_all(dest.parent().unwrap_or(&self.root)).map_err(io)?;
+        std::fs::rename(blob, &dest).map_err(io)
+    }
+
     /// What installing the package with this key taught us, if it was installed before.
     pub fn facts(&self, key: &str) -> Option<PackageFacts> {
         let text = std::fs::read(self.root.join("facts").join(format!("{key}.json"))).ok()?;

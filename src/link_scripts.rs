@@ -120,6 +120,27 @@ pub async fn inspect(store: &PackageStore, cache_dir: &std::path::Path, record: 
     Ok(info)
 }
 
+/// Whether link information read from elsewhere (a registry cache) could be what the archive of the
+/// package `name` says: scripts only at the places conda runs them, plain Python distribution names and
+/// versions (they go into uv's constraints), messages without control characters but line breaks.
+pub fn check_info(name: &str, info: &LinkInfo) -> Result<(), String> {
+    let script_ok = |p: &String| {
+        ["pre-link", "post-link", "pre-unlink"].iter().any(|kind| *p == format!("bin/.{name}-{kind}.sh") || *p == format!("Scripts/.{name}-{kind}.bat"))
+    };
+    if !info.scripts.iter().all(script_ok) {
+        return Err(format!("it lists link scripts that are not {name}'s"));
+    }
+    // Names as `python_dists` gives them: normalized (lowercase, runs of `-_.` as one `-`).
+    let normalized = |n: &str| !n.is_empty() && n.split('-').all(crate::pypi::plain_name_part) && n == crate::pypi::normalize(n);
+    if !info.python_dists.iter().all(|(n, v)| normalized(n) && crate::pypi::plain_name_part(v)) {
+        return Err("it names Python distributions that are not plain names and versions".into());
+    }
+    if info.messages.iter().any(|m| m.chars().any(|c| c.is_control() && c != '\n' && c != '\t')) {
+        return Err("its messages hold control characters".into());
+    }
+    Ok(())
+}
+
 /// The packages that must install at runtime: those `flagged` and, transitively, every package that
 /// depends on one of them.
 pub fn runtime_set(records: &[RepoDataRecord], flagged: &[bool]) -> Vec<bool> {

@@ -18,7 +18,9 @@ pub struct TarFacts {
 
 /// Decompresses the blob at `path` (`compression`: gzip of one or more members, or zstd of one or more
 /// frames) and reads its tar headers. Nothing is written; memory stays bounded by the tar reader's buffer.
-pub fn tar_facts(path: &Path, compression: Compression) -> std::io::Result<TarFacts> {
+/// At most `limit` + 1 bytes are decompressed (the size the tar is expected to have): a blob that
+/// inflates further is cut there, and its facts then differ from any expected ones.
+pub fn tar_facts(path: &Path, compression: Compression, limit: u64) -> std::io::Result<TarFacts> {
     let file = std::io::BufReader::new(std::fs::File::open(path)?);
     let raw: Box<dyn Read> = match compression {
         Compression::Gzip(_) => Box::new(flate2::read::MultiGzDecoder::new(file)),
@@ -26,7 +28,7 @@ pub fn tar_facts(path: &Path, compression: Compression) -> std::io::Result<TarFa
     };
     // Everything the tar reader consumes goes through the hash, then the rest (the end-of-archive
     // padding it does not read) is drained into it.
-    let mut hashing = HashingReader { inner: raw, hash: HashingWriter::new(std::io::sink()) };
+    let mut hashing = HashingReader { inner: raw.take(limit.saturating_add(1)), hash: HashingWriter::new(std::io::sink()) };
     let mut entries = 0u64;
     {
         let mut archive = tar::Archive::new(&mut hashing);
@@ -70,8 +72,11 @@ mod tests {
             let out = dir.path().join(format!("layer-{}", compression.id()));
             let opts = PackOptions { threads: 2, ..Default::default() };
             let (layer, _) = pack_to_file(&[Source::new(root.clone(), "opt/env")], &opts, compression, &out).unwrap();
-            let facts = tar_facts(&out, compression).unwrap();
+            let facts = tar_facts(&out, compression, layer.tar_size).unwrap();
             assert_eq!(facts, TarFacts { diff_id: layer.diff_id.clone(), tar_size: layer.tar_size, entries: layer.entries });
+            // Read with a smaller limit, the blob is cut: its facts are not the layer's.
+            let cut = tar_facts(&out, compression, layer.tar_size / 2);
+            assert!(cut.map_or(true, |f| f.diff_id != layer.diff_id && f.tar_size <= layer.tar_size / 2 + 1));
         }
     }
 }

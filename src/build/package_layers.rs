@@ -373,7 +373,7 @@ impl<'a> Baker<'a> {
             return Ok(baked(cached, true, false));
         }
         let hit = self.remote_lookup(&entry_key, &member_keys, n).await;
-        if let Some(layers) = self.remote_use(hit.as_ref(), members, &keys, &names).await? {
+        if let Some(layers) = self.remote_use(hit.as_ref(), members, &names).await? {
             self.reporter.advance(Stage::Pack, &names.join(", "));
             return Ok(baked(layers, false, true));
         }

@@ -53,7 +53,10 @@ pub async fn inspect(opts: &BuildOptions, records: &[RepoDataRecord], store: &Pa
         };
         let found = session.info(&hash).await;
         if let Found::Hit(info) = found {
-            return Ok(crate::link_scripts::cached(&opts.cache_dir, r).unwrap_or(info));
+            match crate::link_scripts::check_info(r.package_record.name.as_normalized(), &info) {
+                Ok(()) => return Ok(crate::link_scripts::cached(&opts.cache_dir, r).unwrap_or(info)),
+                Err(why) => session.reject(&format!("{}{hash}", crate::regcache::INFO_TAG), &why),
+            }
         }
         let info = crate::link_scripts::inspect(store, &opts.cache_dir, r).await?;
         session.add_info(crate::regcache::InfoEntry { format: crate::regcache::FORMAT, key: hash, info: info.clone() });

@@ -39,9 +39,15 @@ pub const INFO_TAG: &str = "envlayer-info-";
 /// The artifact type (and config media type) of every entry.
 pub const ARTIFACT_TYPE: &str = "application/vnd.envlayer.cache.v1+json";
 
-/// Whether `tag` is one of the cache's (never an image's).
+/// Whether `tag` is one of the cache's: `envlayer-cache-` and 64 hex digits, or `envlayer-info-` and a
+/// package hash (64 hex digits, or `md5-` and 32). An environment's tags (`<name>-<24 hex>`) never are.
 pub fn is_cache_tag(tag: &str) -> bool {
-    tag.starts_with(LAYER_TAG) || tag.starts_with(INFO_TAG)
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match (tag.strip_prefix(LAYER_TAG), tag.strip_prefix(INFO_TAG)) {
+        (Some(key), _) => hex(key, 64),
+        (_, Some(hash)) => hex(hash, 64) || hash.strip_prefix("md5-").is_some_and(|h| hex(h, 32)),
+        _ => false,
+    }
 }
 
 /// Whether manifest bytes are a registry-cache entry (by its artifact and config types): the only
@@ -309,4 +315,22 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_cache_tags_are_the_caches() {
+        let hex64 = "0123456789abcdef".repeat(4);
+        assert!(is_cache_tag(&format!("envlayer-cache-{hex64}")));
+        assert!(is_cache_tag(&format!("envlayer-info-{hex64}")));
+        assert!(is_cache_tag(&format!("envlayer-info-md5-{}", &hex64[..32])));
+        // An environment named envlayer-cache gets `<name>-<24 hex>` tags: images, not entries.
+        assert!(!is_cache_tag(&format!("envlayer-cache-{}", &hex64[..24])));
+        assert!(!is_cache_tag("envlayer-cache-keep"));
+        assert!(!is_cache_tag(&format!("envlayer-cache-{}", hex64.to_uppercase())));
+        assert!(!is_cache_tag(&format!("envlayer-info-md5-{hex64}")));
+    }
 }

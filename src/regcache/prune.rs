@@ -38,8 +38,16 @@ pub async fn prune_entries(registry: &Registry, repository: &str, referenced: &B
     let mut archives = BTreeSet::new();
     // When a kept entry cannot be read, which package-info entries it needs is unknown: none is deleted.
     let mut unread = false;
-    for tag in tags.iter().filter(|t| t.starts_with(LAYER_TAG)) {
-        let Ok((bytes, _, digest)) = registry.get_manifest(repository, tag).await else { continue };
+    for tag in tags.iter().filter(|t| t.starts_with(LAYER_TAG) && is_cache_tag(t)) {
+        let (bytes, digest) = match registry.get_manifest(repository, tag).await {
+            Ok((bytes, _, digest)) => (bytes, digest),
+            Err(RegistryError::Status { status: 404, .. }) => continue,
+            // Which package-info entries it keeps is unknown: none is deleted.
+            Err(_) => {
+                unread = true;
+                continue;
+            }
+        };
         // A tag of the cache's name on anything else (a user's image) is not the cache's to delete.
         if !super::is_entry(&bytes) {
             continue;
@@ -56,7 +64,7 @@ pub async fn prune_entries(registry: &Registry, repository: &str, referenced: &B
             doomed.push((tag.clone(), digest));
         }
     }
-    for tag in tags.iter().filter(|t| t.starts_with(INFO_TAG) && !unread) {
+    for tag in tags.iter().filter(|t| t.starts_with(INFO_TAG) && is_cache_tag(t) && !unread) {
         if !archives.contains(&tag[INFO_TAG.len()..]) {
             if let Ok((bytes, _, digest)) = registry.get_manifest(repository, tag).await {
                 if super::is_entry(&bytes) {

@@ -19,6 +19,9 @@ pub struct Published {
     pub failed: Vec<String>,
 }
 
+/// Why an entry was not tried.
+const DENIED_BEFORE: &str = "the registry refused an earlier write (read-only credentials?)";
+
 /// An entry to write: tag, config, manifest, and the layer blobs it names.
 type Encoded = (String, Vec<u8>, Vec<u8>, Vec<Digest>);
 
@@ -37,6 +40,11 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
         if let Err(e) = ensure_bytes(session, super::entry::EMPTY).await {
             out.failed.push(format!("the empty blob (package-info entries not written): {}", chain(&e)));
             infos.clear();
+            if matches!(e, RegistryError::Denied { .. }) {
+                // Read-only: nothing else would be written either.
+                out.failed.push(format!("{} layer entries not tried: {DENIED_BEFORE}", layers.len()));
+                return out;
+            }
         }
     }
     let mut work: Vec<Encoded> = Vec::new();
@@ -50,13 +58,14 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
     }
     // A cache that refuses writes (read-only credentials) refuses them all: the first refusal stops the rest.
     let denied = std::sync::atomic::AtomicBool::new(false);
-    let results: Vec<(String, Result<(), RegistryError>)> = futures::stream::iter(work.into_iter().map(|(tag, config, manifest, blobs)| {
+    // Each entry: written (`Ok(None)`), left alone (`Ok(Some(why))`), or failed.
+    let results: Vec<(String, Result<Option<String>, RegistryError>)> = futures::stream::iter(work.into_iter().map(|(tag, config, manifest, blobs)| {
         let from = from.clone();
         let repo = repo.clone();
         let denied = &denied;
         async move {
             if denied.load(std::sync::atomic::Ordering::Relaxed) {
-                return (tag, Err(RegistryError::Denied { registry: registry.host().to_string(), what: "writing registry-cache entries".into(), reason: "an earlier write was refused".into() }));
+                return (tag, Ok(Some(DENIED_BEFORE.to_string())));
             }
             let r = async {
                 for digest in &blobs {
@@ -81,13 +90,15 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
                 // anything (an image), which is never deleted.
                 let old = match registry.get_manifest(&repo, &tag).await {
                     Ok((bytes, _, d)) if super::is_entry(&bytes) => Some(d),
-                    _ => None,
+                    // Not an entry: the tag is left where it is (it may be all that names an image).
+                    Ok(_) => return Ok(Some("the tag names something that is not a registry-cache entry: left alone".to_string())),
+                    Err(_) => None,
                 };
                 let new = registry.put_manifest(&repo, &tag, &manifest, "application/vnd.oci.image.manifest.v1+json").await?;
                 if let Some(old) = old.filter(|o| o != &new) {
                     let _ = registry.delete_manifest(&repo, &old).await;
                 }
-                Ok(())
+                Ok(None)
             }
             .await;
             if matches!(r, Err(RegistryError::Denied { .. })) {
@@ -99,11 +110,17 @@ pub async fn publish(session: &Session, cache: &LayerCache, pushed: Option<&Refe
     .buffer_unordered(jobs.max(1))
     .collect()
     .await;
+    let mut skipped = 0;
     for (tag, r) in results {
         match r {
-            Ok(()) => out.written.push(tag),
+            Ok(None) => out.written.push(tag),
+            Ok(Some(why)) if why == DENIED_BEFORE => skipped += 1,
+            Ok(Some(why)) => out.failed.push(format!("{tag}: {why}")),
             Err(e) => out.failed.push(format!("{tag}: {}", chain(&e))),
         }
+    }
+    if skipped > 0 {
+        out.failed.push(format!("{skipped} more entries not tried: {DENIED_BEFORE}"));
     }
     out.written.sort();
     out.failed.sort();

@@ -79,10 +79,12 @@ fn a_fresh_runner_builds_nothing_another_runner_built() {
     run(Command::new("skopeo").args(["copy", "oci:c.oci:latest", "oci:copy.oci:latest"]).current_dir(&dir));
     let rootfs = unpack(&dir.join("c.oci"), "latest", &dir.join("bundle"));
     assert!(rootfs.join("opt/conda/envs/demo/lib/python3.11/site-packages/flask/__init__.py").is_file());
-    // A second build from that cache is a local hit.
+    // A second build from that cache looks the keys up again: a layer from the registry is never taken
+    // for one this machine built (which a later check would trust over the registry's entry).
     let c2 = build(&dir, &env, &["-o", "c2.oci", "--cache-repo", &repo, "--cache-dir", "cc"]);
-    assert_eq!(c2["work"]["remote_layers"], 0);
-    assert_eq!(c2["work"]["compressed"], 0);
+    assert_eq!(c2["work"]["remote_layers"], c["work"]["remote_layers"]);
+    assert_eq!(c2["work"]["installed"], 0);
+    assert_eq!(c2["manifest_digest"], a["manifest_digest"]);
 
     // The cache turned off: a cold build.
     let d = build(&dir, &env, &["--push", &format!("{repo}:d"), "--cache-dir", "cd", "--cache-repo", "none"]);
@@ -186,8 +188,10 @@ fn rewrite_entry(repo: &str, tag: &str, edit: impl FnOnce(&mut Value)) {
         let d = envlayer::Digest::of(&config);
         registry.upload_blob_bytes(&reference.repository, &d, &config).await.unwrap();
         m["config"] = serde_json::json!({"mediaType": envlayer::regcache::ARTIFACT_TYPE, "digest": d.to_string(), "size": config.len()});
-        m["layers"][0]["digest"] = entry["layers"][0]["layer"]["digest"].clone();
-        m["layers"][0]["size"] = entry["layers"][0]["layer"]["size"].clone();
+        if entry["layers"].is_array() {
+            m["layers"][0]["digest"] = entry["layers"][0]["layer"]["digest"].clone();
+            m["layers"][0]["size"] = entry["layers"][0]["layer"]["size"].clone();
+        }
         registry.put_manifest(&reference.repository, tag, &serde_json::to_vec(&m).unwrap(), "application/vnd.oci.image.manifest.v1+json").await.unwrap();
     });
 }
@@ -285,10 +289,29 @@ fn a_poisoned_entry_is_caught_by_verification_and_never_pushed() {
     // A cache tag pointed at an image (anyone's) is refused, and writing the entry again never deletes
     // that image.
     run(Command::new("skopeo").args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]).arg(format!("docker://{repo}:a2")).arg(format!("docker://{repo}:{flask_tag}")));
-    let (_, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:g"), "--cache-dir", "cg"]);
+    let (out, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:g"), "--cache-dir", "cg"]);
     assert!(err.contains(&flask_tag) && err.contains("not an envlayer cache entry"), "{err}");
+    let g: Value = serde_json::from_str(&out).unwrap();
+    let failed = g["registry_cache_written"]["failed"].as_array().unwrap();
+    assert!(failed.iter().any(|f| f.as_str().unwrap().starts_with(&flask_tag) && f.as_str().unwrap().contains("left alone")), "{failed:?}");
+    assert_eq!(raw(&format!("{repo}:{flask_tag}"))["config"]["digest"], raw(&format!("{repo}:a2"))["config"]["digest"], "the tag still names the image");
     raw(&format!("{repo}@{}", a["manifest_digest"].as_str().unwrap()));
     assert_eq!(raw(&format!("{repo}:a2"))["layers"], raw(&format!("{repo}@{}", a["manifest_digest"].as_str().unwrap()))["layers"]);
+
+    // Package-info entries are checked against the package: one claiming a Python distribution with a
+    // line break in its name (a line for uv's constraints) is refused, and the archive read here.
+    let info_tag = tags(&repo).into_iter().find(|t| t.starts_with("envlayer-info-")).unwrap();
+    rewrite_entry(&repo, &info_tag, |e| e["info"]["python_dists"] = serde_json::json!([["evil-1.0\n--extra-index-url http://x", "1"]]));
+    let (_, err) = poisoned_build(&dir, &env, &["--push", &format!("{repo}:h"), "--cache-dir", "ch"]);
+    assert!(err.contains(&info_tag) && err.contains("not plain names"), "{err}");
+}
+
+/// `envlayer resolve ENV --repo REPO --now NOW --json` (no `.pyc`), each run with its own empty cache.
+fn resolve_at(dir: &Path, env: &Path, repo: &str, now: &str) -> Value {
+    let cache = format!("c-{}", now.replace(':', ""));
+    let (ok, out, err) = envlayer_env(dir, &["resolve", env.to_str().unwrap(), "--repo", repo, "--now", now, "--cache-dir", &cache, "--json", "-q", "--no-pyc"], &[]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 #[test]
@@ -322,6 +345,27 @@ fn prune_drops_the_entries_of_the_images_it_deletes() {
     assert_eq!(p["deleted"].as_array().unwrap().len(), 1);
     assert_eq!(p["cache_entries_deleted"].as_array().unwrap().len(), written);
     assert_eq!(entries(&repo), 0);
+    // Two images sharing python: pruning the expired one keeps the entries the other still uses.
+    // (The same name, so the same prefix and python's same layers; other packages, so another identity.)
+    std::fs::create_dir_all(dir.join("other")).unwrap();
+    let env2 = env_with(&dir.join("other"), "demo", &["python=3.11", "idna", "certifi"]);
+    let r1 = resolve_at(&dir, &env, &repo, "2026-11-27T08:00:00Z");
+    let r2 = resolve_at(&dir, &env2, &repo, "2026-11-28T06:00:00Z");
+    let kept: Vec<String> = r2["build"]["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    let only_first: Vec<String> = r1["build"]["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).filter(|d| !kept.contains(d)).collect();
+    let (ok, out, err) = envlayer_env(&dir, &["prune", "--repo", &repo, "--now", "2026-11-28T09:00:00Z", "--json"], &[]);
+    assert!(ok, "{err}");
+    let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["deleted"].as_array().unwrap().len(), 1, "{p}");
+    assert!(!p["cache_entries_deleted"].as_array().unwrap().is_empty(), "the first image's own entries go");
+    for t in tags(&repo).into_iter().filter(|t| t.starts_with("envlayer-cache-")) {
+        let d = raw(&format!("{repo}:{t}"))["layers"][0]["digest"].as_str().unwrap().to_string();
+        assert!(kept.contains(&d) && !only_first.contains(&d), "{t} names {d}, which no image left uses");
+    }
+    let python = kept.iter().filter(|d| r1["build"]["layers"].as_array().unwrap().iter().any(|l| l["digest"] == d.as_str())).count();
+    assert!(python >= 1, "the two images share python's layers");
+    assert!(entries(&repo) >= python);
+
     // A cache kept in a repository of its own may serve other repositories' images: not pruned from one.
     let out = envlayer(&dir, &["prune", "--repo", &repo, "--cache-repo", &format!("{}/shared-cache", reg.addr())]);
     assert!(!out.status.success());

@@ -68,6 +68,14 @@ impl Baker<'_> {
                 (crate::regcache::entry_key(&keys), member_keys, keys.len())
             })
             .collect();
+        // Groups this machine's cache has are served from it: never in the verification sample.
+        let local: BTreeSet<String> = plan
+            .iter()
+            .filter_map(|members| {
+                let (_, keys) = self.group_keys(members, &none);
+                keys.iter().all(|k| self.cache.has(k)).then(|| crate::regcache::entry_key(&keys))
+            })
+            .collect();
         let compression = self.params.compression;
         let found: Vec<(String, Option<LayerEntry>)> = futures::stream::iter(groups.iter().map(|(key, members, parts)| {
             let session = &session;
@@ -83,7 +91,7 @@ impl Baker<'_> {
         .buffer_unordered(jobs.clamp(1, 16) * 2)
         .collect()
         .await;
-        let mut hits: Vec<&String> = found.iter().filter(|(_, e)| e.is_some()).map(|(k, _)| k).collect();
+        let mut hits: Vec<&String> = found.iter().filter(|(k, e)| e.is_some() && !local.contains(k)).map(|(k, _)| k).collect();
         self.remote.verify = match session.options.verify {
             Verify::None => BTreeSet::new(),
             Verify::All => hits.into_iter().cloned().collect(),
@@ -121,7 +129,7 @@ impl Baker<'_> {
     /// The layers of a hit that is used as it is (not verified), named by our own package names (the
     /// entry's are not shown or annotated); downloaded into the local cache when asked to. `None` when the
     /// group is built here.
-    pub(super) async fn remote_use(&self, hit: Option<&LayerEntry>, members: &[usize], keys: &[String], names: &[String]) -> Result<Option<Vec<CachedLayer>>, BuildError> {
+    pub(super) async fn remote_use(&self, hit: Option<&LayerEntry>, members: &[usize], names: &[String]) -> Result<Option<Vec<CachedLayer>>, BuildError> {
         let (Some(hit), Some(session)) = (hit, self.remote.session.as_ref()) else { return Ok(None) };
         if self.must_verify(&hit.key) {
             return Ok(None);
@@ -129,7 +137,7 @@ impl Baker<'_> {
         let mut layers: Vec<CachedLayer> = hit.layers.iter().map(|l| CachedLayer { packages: names.to_vec(), ..l.clone() }).collect();
         if self.remote.download {
             let tmp_dir = self.cache.tmp_dir()?;
-            for (layer, key) in layers.iter_mut().zip(keys) {
+            for layer in layers.iter_mut() {
                 let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|source| BuildError::Io { path: tmp_dir.clone(), source })?;
                 let l = &layer.layer;
                 if let Err(e) = session.registry().download_blob(&session.repo().repository, &l.digest, l.size, tmp.path(), &tmp_dir).await {
@@ -139,8 +147,8 @@ impl Baker<'_> {
                 }
                 // The blob has its digest; its tar must be what the entry says (diff_id, size, entries),
                 // or the image's config would name another layer.
-                let (path, compression) = (tmp.path().to_path_buf(), l.compression);
-                let facts = tokio::task::spawn_blocking(move || envlayer_layers::tar_facts(&path, compression))
+                let (path, compression, limit) = (tmp.path().to_path_buf(), l.compression, l.tar_size);
+                let facts = tokio::task::spawn_blocking(move || envlayer_layers::tar_facts(&path, compression, limit))
                     .await
                     .map_err(|source| BuildError::Task { what: format!("reading layer {}", l.digest), source })?;
                 let expected = envlayer_layers::TarFacts { diff_id: l.diff_id.clone(), tar_size: l.tar_size, entries: l.entries };
@@ -156,12 +164,9 @@ impl Baker<'_> {
                     self.remote.set(&hit.key, None);
                     return Ok(None);
                 }
-                self.cache.put(key, layer, tmp.path())?;
-            }
-            // The layer is now a local-cache entry: its packages' facts go with it (else the next build
-            // would install them to learn what the layer already says).
-            for (&i, m) in members.iter().zip(&hit.members) {
-                self.cache.put_facts(&self.keys[i], &m.facts)?;
+                // The blob only, never a layer entry: a later build looks the key up again (and can
+                // verify it), and never takes the registry's word for this machine's own.
+                self.cache.put_blob(&l.digest, tmp.path())?;
             }
         }
         if let Ok(mut f) = self.remote.facts.lock() {
@@ -230,7 +235,11 @@ impl Baker<'_> {
         for b in layers.iter().filter(|b| !b.remote && !from_sdist(b) && !matches!(self.remote.found(&b.entry_key), Some(Some(_)))) {
             let Some(members) = b.members.iter().zip(&b.member_keys).map(|(&i, key)| {
                 let archive = self.records.get(i).and_then(crate::fetch::package_hash);
-                Some(Member { key: key.clone(), archive, facts: facts.get(&i)?.clone() })
+                // Sorted: `.pyc` paths come in the order the compilers finished, and two runners writing
+                // one key must write the same bytes.
+                let mut facts = facts.get(&i)?.clone();
+                facts.paths.sort();
+                Some(Member { key: key.clone(), archive, facts })
             }).collect::<Option<Vec<_>>>() else { continue };
             let e = entries.entry(b.entry_key.clone()).or_insert_with(|| LayerEntry { format: crate::regcache::FORMAT, key: b.entry_key.clone(), layers: Vec::new(), members });
             e.layers.push(b.cached.clone());
