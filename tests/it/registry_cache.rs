@@ -86,6 +86,25 @@ fn a_fresh_runner_builds_nothing_another_runner_built() {
     assert_eq!(c2["work"]["installed"], 0);
     assert_eq!(c2["manifest_digest"], a["manifest_digest"]);
 
+    // A push to another repository of the registry, with the cache in the first: the hit layers are
+    // mounted across repositories, not uploaded.
+    let other = format!("{}/team/other", reg.addr());
+    let m = build(&dir, &env, &["--push", &format!("{other}:m"), "--cache-repo", &repo, "--cache-dir", "cm"]);
+    assert_eq!(m["work"]["installed"], 0);
+    assert_eq!(m["manifest_digest"], a["manifest_digest"]);
+    let mounted = m["push"]["mounted"].as_u64().unwrap() as usize;
+    assert_eq!(mounted, m["layers"].as_array().unwrap().len() - 1, "every package layer mounted: {}", m["push"]);
+    run(Command::new("skopeo").args(["copy", "-q", "--src-tls-verify=false"]).arg(format!("docker://{other}:m")).arg(format!("oci:{}:m", dir.join("m.oci").display())));
+
+    // A push to another registry: the hit layers are downloaded (and read back), then uploaded there.
+    let reg2 = Service::registry("plain", &dir.join("reg2"), &[]);
+    let far = format!("{}/far/env", reg2.addr());
+    let f = build(&dir, &env, &["--push", &format!("{far}:f"), "--cache-repo", &repo, "--cache-dir", "cf"]);
+    assert_eq!(f["work"]["installed"], 0);
+    assert_eq!(f["manifest_digest"], a["manifest_digest"]);
+    assert_eq!(f["push"]["uploaded"].as_array().unwrap().len(), f["layers"].as_array().unwrap().len() + 1, "every layer and the config: {}", f["push"]);
+    assert!(f["registry_cache_written"].is_null() || f["registry_cache_written"]["written"].as_array().unwrap().is_empty());
+
     // The cache turned off: a cold build.
     let d = build(&dir, &env, &["--push", &format!("{repo}:d"), "--cache-dir", "cd", "--cache-repo", "none"]);
     assert!(d["registry_cache"].is_null());
