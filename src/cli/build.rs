@@ -45,7 +45,7 @@ pub async fn build(args: BuildArgs) -> Result<()> {
     let mut opts = args.flags.options(output, None)?;
     opts.tag = args.tag;
     opts.archive = archive;
-    opts.registry_cache = args.flags.registry_cache(push_ref.as_ref(), opts.output.is_some())?;
+    opts.registry_cache = super::values::registry_cache(args.flags.cache_repo.as_deref(), args.flags.verify_cache, push_ref.as_ref(), opts.output.is_some())?;
     let reporter = Bars::new(args.flags.solve.quiet);
     if !opts.platforms.is_empty() {
         return build_multi(&opts, &reporter, push_ref.as_ref(), args.json, usize::from(args.push_jobs.push_jobs)).await;

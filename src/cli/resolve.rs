@@ -51,7 +51,7 @@ pub async fn resolve(args: ResolveArgs) -> Result<ExitCode> {
     }
     let format = if args.json { Format::Json } else { args.format };
     let mut opts = args.flags.options(None, Some(DEFAULT_TTL))?;
-    opts.registry_cache = args.flags.registry_cache(Some(&repo), false)?;
+    opts.registry_cache = super::values::registry_cache(args.flags.cache_repo.as_deref(), args.flags.verify_cache, Some(&repo), false)?;
     let reporter = Bars::new(args.flags.solve.quiet || !matches!(format, Format::Ref));
     let resolved = lifecycle::resolve(&opts, &repo, args.refresh, args.no_build, usize::from(args.push_jobs.push_jobs), &reporter).await;
     reporter.clear();

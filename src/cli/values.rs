@@ -118,28 +118,32 @@ pub fn parse_verify(s: &str) -> std::result::Result<envlayer::regcache::Verify, 
     }
 }
 
-impl super::args::BuildFlags {
-    /// The registry cache for a build that pushes to `push` (a repository), if any: `--cache-repo`, else
-    /// the push repository; `--cache-repo none` turns it off. Hits are downloaded when the image goes to a
-    /// layout or an archive, or to another registry than the cache's.
-    pub fn registry_cache(&self, push: Option<&envlayer::registry::Reference>, output: bool) -> super::Result<Option<envlayer::regcache::CacheOptions>> {
-        let repo = match self.cache_repo.as_deref() {
-            Some("none") => return Ok(None),
-            Some(r) => {
-                let repo: envlayer::registry::Reference = r.parse()?;
-                if repo.tag.is_some() || repo.digest.is_some() {
-                    return Err(format!("--cache-repo {r}: name a repository, without a tag (entries are tagged by their keys)").into());
-                }
-                repo
+/// The registry cache for a build that pushes to `push` (a repository), if any, from `--cache-repo`
+/// (`cache_repo`) and `--verify-cache` (`verify`): `--cache-repo`, else the push repository;
+/// `--cache-repo none` turns it off. Hits are downloaded when the image goes to a layout or an archive
+/// (`output`), or to another registry than the cache's.
+pub fn registry_cache(
+    cache_repo: Option<&str>,
+    verify: Option<envlayer::regcache::Verify>,
+    push: Option<&envlayer::registry::Reference>,
+    output: bool,
+) -> Result<Option<envlayer::regcache::CacheOptions>> {
+    let repo = match cache_repo {
+        Some("none") => return Ok(None),
+        Some(r) => {
+            let repo: envlayer::registry::Reference = r.parse()?;
+            if repo.tag.is_some() || repo.digest.is_some() {
+                return Err(format!("--cache-repo {r}: name a repository, without a tag (entries are tagged by their keys)").into());
             }
-            None => match push {
-                Some(p) => envlayer::registry::Reference { tag: None, digest: None, ..p.clone() },
-                None => return Ok(None),
-            },
-        };
-        let download = output || push.is_none_or(|p| p.registry != repo.registry);
-        Ok(Some(envlayer::regcache::CacheOptions { repo, verify: self.verify_cache.unwrap_or_default(), download }))
-    }
+            repo
+        }
+        None => match push {
+            Some(p) => envlayer::registry::Reference { tag: None, digest: None, ..p.clone() },
+            None => return Ok(None),
+        },
+    };
+    let download = output || push.is_none_or(|p| p.registry != repo.registry);
+    Ok(Some(envlayer::regcache::CacheOptions { repo, verify: verify.unwrap_or_default(), download }))
 }
 
 #[cfg(test)]
